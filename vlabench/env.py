@@ -1,0 +1,203 @@
+"""TabletopEnv: the Gymnasium environment, and registration of ``vlabench/<Task>-v0`` ids.
+
+Contract (DESIGN.md):
+- ``reset(seed=s)``: the same seed gives the same scene, instruction and images. The scene is sampled
+  from ``np.random.default_rng(seed)`` only, and the physics client is rebuilt from scratch.
+- Observation: ``image`` (H, W, 3) uint8 front camera, ``wrist_image`` (h, w, 3) uint8, ``state`` (8,)
+  float32 (ee xyz, ee quaternion xyzw, gripper width), ``instruction`` str; ``depth`` / ``segmentation``
+  of the front camera when asked for.
+- Action: float32 in [-1, 1]^7 (see ``vlabench.sim.constants``: 0.05 m and 0.25 rad per unit; gripper
+  < 0 open, > 0 close). NaN/inf raises ValueError. Values outside [-1, 1] are clipped, and
+  ``info["action_clipped"]`` says so.
+- ``info["success"]`` from the task's state predicate, ``info["diagnostics"]`` its parts,
+  ``info["renderer"]`` the renderer in use. ``terminated`` is True on success (when
+  ``terminate_on_success``), ``truncated`` after ``max_steps``.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pybullet as p
+from gymnasium import spaces
+
+from vlabench.language import get_split
+from vlabench.sim import camera
+from vlabench.sim import constants as C
+from vlabench.sim.objects import spawn
+from vlabench.sim.world import World
+from vlabench.tasks import TASKS, get_task
+
+CHARSET = string.ascii_letters + string.digits + " ,.?!'-+=*/()"
+"""Characters an instruction may contain (the Text space's charset)."""
+MAX_IMAGE_SIZE = 512
+
+
+class TabletopEnv(gym.Env):
+    """A Panda on a table, a task family, a split. See the module docstring for the contract."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": C.CONTROL_HZ}
+
+    def __init__(self, task: str = "pick", split: str = "seen", image_size: int = 128, wrist_size: int = 128,
+                 renderer: str = "tiny", max_steps: int | None = None, depth: bool = False,
+                 segmentation: bool = False, terminate_on_success: bool = True,
+                 render_mode: str | None = "rgb_array") -> None:
+        self.task = get_task(task)
+        if split not in self.task.splits:
+            get_split(split)  # unknown split names get the full list of splits
+            raise ValueError(f"task {task!r} has no split {split!r}; its splits: {', '.join(self.task.splits)}")
+        self.split = get_split(split)
+        for name, size in (("image_size", image_size), ("wrist_size", wrist_size)):
+            if not isinstance(size, (int, np.integer)) or not 16 <= size <= MAX_IMAGE_SIZE:
+                raise ValueError(f"{name} must be an int in [16, {MAX_IMAGE_SIZE}], got {size!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"unknown render_mode {render_mode!r}; valid: rgb_array, None")
+        self.kwargs = dict(task=task, split=split, image_size=image_size, wrist_size=wrist_size, renderer=renderer,
+                           max_steps=max_steps, depth=depth, segmentation=segmentation,
+                           terminate_on_success=terminate_on_success)
+        self.image_size, self.wrist_size = int(image_size), int(wrist_size)
+        self.max_steps = int(max_steps or self.task.max_steps)
+        self.depth, self.segmentation = depth, segmentation
+        self.terminate_on_success = terminate_on_success
+        self.render_mode = render_mode
+        self.world = World(renderer)
+        self.renderer = self.world.renderer
+        obs = {
+            "image": spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
+            "wrist_image": spaces.Box(0, 255, (self.wrist_size, self.wrist_size, 3), np.uint8),
+            "state": spaces.Box(-np.inf, np.inf, (8,), np.float32),
+            "instruction": spaces.Text(max_length=256, min_length=1, charset=CHARSET),
+        }
+        if depth:
+            obs["depth"] = spaces.Box(0, np.inf, (self.image_size, self.image_size), np.float32)
+        if segmentation:
+            obs["segmentation"] = spaces.Box(-1, 2**20, (self.image_size, self.image_size), np.int32)
+        self.observation_space = spaces.Dict(obs)
+        self.action_space = spaces.Box(-1.0, 1.0, (7,), np.float32)
+        self.scene = None
+        self.steps = 0
+        self.initial_z: dict[int, float] = {}
+        self._expert = None
+        self._succeeded = False
+
+    # -- gymnasium API -------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        if seed is None:
+            seed = int(self.np_random.integers(2**31 - 1))
+        self.seed_value = int(seed)
+        rng = np.random.default_rng(self.seed_value)
+        self.scene = self.task.sample(rng, self.split)
+        self.world.build(self.scene.background)
+        for obj in self.scene.objects:
+            obj.body = spawn(obj.spec, obj.xy, obj.yaw, self.world.client)
+        self.world.step(C.SETTLE_STEPS)
+        self.initial_z = {o.body: p.getBasePositionAndOrientation(o.body, physicsClientId=self.world.client)[0][2]
+                          for o in self.scene.objects}
+        self.steps = 0
+        self._expert = None
+        self._succeeded = False
+        obs = self._obs()
+        success, diag = self.task.success(self, self.scene)
+        return obs, self._info(success, diag, clipped=False)
+
+    def step(self, action) -> tuple[dict, float, bool, bool, dict]:
+        if self.scene is None:
+            raise RuntimeError("call reset() before step()")
+        a = np.asarray(action, dtype=np.float32)
+        if a.shape != (7,):
+            raise ValueError(f"action must have shape (7,), got {a.shape}: {a!r}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action contains NaN or inf: {a.tolist()}")
+        clipped = bool(np.any(np.abs(a) > 1.0))
+        a = np.clip(a, -1.0, 1.0)
+        self.world.robot.apply_action(a)
+        self.world.step()
+        self.steps += 1
+        success, diag = self.task.success(self, self.scene)
+        self._succeeded |= success
+        terminated = bool(success and self.terminate_on_success)
+        truncated = self.steps >= self.max_steps and not terminated
+        return self._obs(), float(success), terminated, truncated, self._info(success, diag, clipped)
+
+    def render(self) -> np.ndarray:
+        """The front camera image (H, W, 3) uint8."""
+        return self._front().rgb
+
+    def close(self) -> None:
+        self.world.close()
+
+    # -- privileged access for experts, data collection and VQA --------------------------------
+    def expert_action(self, noise: float = 0.0) -> np.ndarray:
+        """The scripted oracle's next action for the current episode (privileged state)."""
+        if self._expert is None:
+            from vlabench.experts import make_expert
+
+            self._expert = make_expert(self, noise=noise, rng=np.random.default_rng(self.seed_value + 1))
+        return self._expert.act()
+
+    def object_poses(self) -> np.ndarray:
+        """``(K, 7)`` float32 poses of the scene objects, in scene order."""
+        return self.world.poses([o.body for o in self.scene.objects])
+
+    def scene_info(self) -> dict:
+        """Objects with names, colours, sizes, categories, positions, kinds and front-image pixels."""
+        poses = self.object_poses()
+        pixels = camera.project_to_front(poses[:, :3], self.image_size)
+        objs = [{"name": o.spec.name, "color": o.spec.color, "size": o.spec.size,
+                 "categories": list(o.spec.categories), "position": poses[i, :3].tolist(),
+                 "pixel": pixels[i].tolist(), "kind": "pad" if o.role == "pad" else o.spec.kind,
+                 "symbol": o.symbol, "role": o.role} for i, o in enumerate(self.scene.objects)]
+        return {"objects": objs, "background": self.scene.background.name, "instruction": self.scene.instruction}
+
+    # -- internals ----------------------------------------------------------------------------
+    def _front(self, depth: bool = False, seg: bool = False) -> camera.Frame:
+        bg = self.scene.background
+        return camera.render(self.world.client, self.image_size, camera.front_view(), camera.FRONT_FOV,
+                             self.world.render_flag, depth, seg, bg.light_dir, bg.light_color)
+
+    def _obs(self) -> dict[str, Any]:
+        front = self._front(self.depth, self.segmentation)
+        hand = p.getLinkState(self.world.robot.body, 8, computeForwardKinematics=True, physicsClientId=self.world.client)
+        bg = self.scene.background
+        wrist = camera.render(self.world.client, self.wrist_size, camera.wrist_view(np.array(hand[4]), np.array(hand[5])),
+                              camera.WRIST_FOV, self.world.render_flag, False, False, bg.light_dir, bg.light_color)
+        obs = {"image": front.rgb, "wrist_image": wrist.rgb, "state": self.world.robot.state(),
+               "instruction": self.scene.instruction}
+        if self.depth:
+            obs["depth"] = front.depth
+        if self.segmentation:
+            obs["segmentation"] = front.segmentation
+        return obs
+
+    def _info(self, success: bool, diag: dict, clipped: bool) -> dict:
+        return {"success": bool(success), "success_once": bool(self._succeeded or success), "diagnostics": diag,
+                "renderer": self.renderer, "task": self.task.name, "split": self.split.name, "seed": self.seed_value,
+                "instruction": self.scene.instruction, "action_clipped": clipped, "steps": self.steps}
+
+    # -- pickling: an env is rebuilt from its constructor arguments ------------------------------
+    def __getstate__(self) -> dict:
+        return {"kwargs": self.kwargs, "render_mode": self.render_mode}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state["kwargs"], render_mode=state["render_mode"])
+
+
+def make_env(task: str, split: str = "seen", **kwargs) -> TabletopEnv:
+    """A TabletopEnv without gymnasium's wrappers (faster; what the harness uses)."""
+    return TabletopEnv(task=task, split=split, **kwargs)
+
+
+def register_all() -> None:
+    """Register ``vlabench/<GymId>-v0`` for every task (idempotent)."""
+    for name, task in TASKS.items():
+        env_id = f"vlabench/{task.gym_id}-v0"
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point="vlabench.env:TabletopEnv", kwargs={"task": name},
+                         max_episode_steps=None, disable_env_checker=False)
+
+
+register_all()

@@ -1,0 +1,93 @@
+"""Waypoint-following machinery shared by the scripted experts.
+
+An expert reads privileged state (object poses) and emits the same 7-D action a learned policy would:
+a proportional step toward the current waypoint, saturated at the action bounds, plus a gripper
+command. Optional Gaussian action noise (``noise`` in action units) diversifies demos; the expert
+stays closed-loop, so noisy demos still succeed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pybullet as p
+
+from vlabench.sim import constants as C
+
+OPEN, CLOSE = -1.0, 1.0
+
+
+@dataclass
+class Waypoint:
+    """Go to ``pos`` with hand yaw ``yaw`` (None: keep) and gripper ``grip``; done within ``tol`` metres,
+    then hold for ``hold`` more control steps."""
+
+    pos: np.ndarray
+    grip: float
+    yaw: float | None = None
+    tol: float = 0.01
+    hold: int = 0
+
+
+def wrap(angle: float) -> float:
+    """Angle wrapped to [-pi, pi)."""
+    return (angle + math.pi) % (2 * math.pi) - math.pi
+
+
+def grasp_yaw(obj_yaw: float, spec, hand_yaw: float) -> float:
+    """The hand yaw that closes the fingers across the object's grasp axis. Among the symmetric
+    equivalents it takes the one nearest the home yaw 0, which keeps joint 7 far from its limits."""
+    # With the hand pointing down at yaw y, the Panda's fingers close along world direction y + pi/2.
+    axis = obj_yaw + spec.extra.get("grasp_axis", 0.0) - math.pi / 2
+    sym = spec.grasp_yaw_symmetry
+    if sym <= 0:
+        return hand_yaw
+    k = round((0.0 - axis) / sym)
+    return axis + k * sym
+
+
+class WaypointExpert:
+    """Follows a list of waypoints produced by ``plan``; subclasses re-plan from privileged state."""
+
+    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None) -> None:
+        self.env = env
+        self.noise = noise
+        self.rng = rng or np.random.default_rng(0)
+        self.stage = 0
+        self.held_for = 0
+
+    def plan(self) -> list[Waypoint]:
+        """Waypoints for the current state. Called every step, so targets track moving objects."""
+        raise NotImplementedError
+
+    def obj_pose(self, obj) -> tuple[np.ndarray, float]:
+        pos, orn = p.getBasePositionAndOrientation(obj.body, physicsClientId=self.env.world.client)
+        return np.asarray(pos), float(p.getEulerFromQuaternion(orn)[2])
+
+    def act(self) -> np.ndarray:
+        """The next 7-D action."""
+        robot = self.env.world.robot
+        plan = self.plan()
+        if self.stage >= len(plan):
+            wp = plan[-1]
+        else:
+            wp = plan[self.stage]
+        delta = wp.pos - robot.target_pos
+        action = np.zeros(7, dtype=np.float32)
+        action[:3] = np.clip(delta / C.MAX_POS_DELTA, -1, 1)
+        if wp.yaw is not None:
+            action[5] = np.clip(wrap(wp.yaw - robot.ee_yaw()) / C.MAX_ROT_DELTA, -1, 1)
+        action[6] = wp.grip
+        if self.stage < len(plan):
+            yaw_ok = wp.yaw is None or abs(wrap(wp.yaw - robot.ee_yaw())) < 0.05
+            if np.linalg.norm(delta) < wp.tol and yaw_ok:
+                if self.held_for >= wp.hold:
+                    self.stage += 1
+                    self.held_for = 0
+                else:
+                    self.held_for += 1
+        if self.noise > 0:
+            action[:6] += self.rng.normal(0, self.noise, 6).astype(np.float32)
+        return np.clip(action, -1, 1)

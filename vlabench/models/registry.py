@@ -1,0 +1,30 @@
+"""Name -> model family lookup. Modules are imported lazily so that using one model never pays for another."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+MODULES = {
+    "rt1": "vlabench.models.rt1",
+    "diffusion": "vlabench.models.diffusion_policy",
+    "rt2": "vlabench.models.rt2",
+    "goal-diffusion": "vlabench.models.goal_image",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the training loop and the checkpoint loader need to know about a model family."""
+
+    name: str
+    config_cls: type
+    model_cls: type
+    policy_cls: type
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The ModelSpec registered under ``name``; raises ValueError listing the known names."""
+    if name not in MODULES:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODULES))}")
+    return importlib.import_module(MODULES[name]).SPEC

@@ -1,0 +1,40 @@
+"""Fixed, documented numbers of the vlabench world. Everything is in metres, radians and seconds.
+
+World frame: the Panda's base sits at the origin on the table top (z = 0), facing +x. The front camera
+looks from +x back toward the robot, so the *viewer's* left is world -y and the viewer's right is +y.
+Language ("left", "right") always means the front camera's view.
+"""
+
+PHYSICS_HZ = 240
+"""Physics rate: one ``stepSimulation`` call advances 1/240 s."""
+CONTROL_HZ = 10
+"""Control rate: one ``env.step`` is 0.1 s."""
+SUBSTEPS = PHYSICS_HZ // CONTROL_HZ
+"""Physics substeps per control step (24)."""
+
+MAX_POS_DELTA = 0.05
+"""Metres of end-effector motion commanded by an action component of 1.0 (dx, dy, dz)."""
+MAX_ROT_DELTA = 0.25
+"""Radians of end-effector rotation commanded by an action component of 1.0 (droll, dpitch, dyaw)."""
+
+WORKSPACE_LOW = (0.25, -0.40, 0.005)
+"""Lower corner of the box the end-effector target is clipped to."""
+WORKSPACE_HIGH = (0.80, 0.40, 0.50)
+"""Upper corner of the box the end-effector target is clipped to."""
+
+OBJECT_REGION_LOW = (0.36, -0.22)
+"""Lower (x, y) corner of the table area where scene objects are sampled."""
+OBJECT_REGION_HIGH = (0.64, 0.22)
+"""Upper (x, y) corner of the table area where scene objects are sampled."""
+
+TABLE_HALF_EXTENTS = (0.55, 0.70, 0.025)
+"""Half sizes of the table slab; its top surface is z = 0 and it is centred at x = 0.45."""
+TABLE_CENTER_X = 0.45
+
+GRIPPER_MAX_WIDTH = 0.08
+"""Fully open distance between the Panda fingers."""
+GRIPPER_FORCE = 60.0
+"""Newtons per finger when closing; with finger friction 1.5 this holds objects up to ~0.5 kg."""
+
+SETTLE_STEPS = 60
+"""Physics substeps (0.25 s) run after spawning objects, so the first observation shows them at rest."""

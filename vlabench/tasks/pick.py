@@ -1,0 +1,43 @@
+"""pick up {object}: lift the named object at least 5 cm off the table and hold it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlabench.language import Split, instruction, refer
+from vlabench.tasks.base import (Scene, SceneObject, background_for, choose_distractors, object_pool, pick, place,
+                                 random_yaw)
+from vlabench.tasks.task import Task, held, pos
+
+LIFT = 0.05
+"""Metres the target must rise above its resting height."""
+
+
+class PickTask(Task):
+    name = "pick"
+    gym_id = "Pick"
+    max_steps = 60
+    splits = ("seen", "unseen_objects", "unseen_colors", "unseen_backgrounds", "distractors", "paraphrase")
+    example = "pick up the banana"
+
+    def target_pool(self, split: Split):
+        return object_pool(split)
+
+    def describe(self, rng: np.random.Generator, split: Split, target, others) -> str:
+        return instruction("pick", split.phrasing, rng, obj=refer(target.name, target.synonyms, rng))
+
+    def sample(self, rng: np.random.Generator, split: Split) -> Scene:
+        target = pick(rng, self.target_pool(split))
+        others = choose_distractors(rng, split, [target])
+        specs = [target] + others
+        xys = place(rng, specs)
+        objects = [SceneObject(s, "target" if i == 0 else "distractor", xy, random_yaw(rng))
+                   for i, (s, xy) in enumerate(zip(specs, xys))]
+        background = background_for(split, rng)
+        return Scene(objects, background, self.describe(rng, split, target, others))
+
+    def success(self, env, scene: Scene) -> tuple[bool, dict]:
+        target = scene.by_role("target")
+        lift = float(pos(env, target)[2] - env.initial_z[target.body])
+        is_held = held(env, target)
+        return bool(lift > LIFT and is_held), {"lift": lift, "held": is_held}
