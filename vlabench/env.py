@@ -68,11 +68,12 @@ class TabletopEnv(gym.Env):
         obs = {
             "image": spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8),
             "wrist_image": spaces.Box(0, 255, (self.wrist_size, self.wrist_size, 3), np.uint8),
-            "state": spaces.Box(-np.inf, np.inf, (8,), np.float32),
+            "state": spaces.Box(np.array([-2, -2, -2, -1, -1, -1, -1, 0], np.float32),
+                                np.array([2, 2, 2, 1, 1, 1, 1, 0.1], np.float32), dtype=np.float32),
             "instruction": spaces.Text(max_length=256, min_length=1, charset=CHARSET),
         }
         if depth:
-            obs["depth"] = spaces.Box(0, np.inf, (self.image_size, self.image_size), np.float32)
+            obs["depth"] = spaces.Box(0, 10.0, (self.image_size, self.image_size), np.float32)
         if segmentation:
             obs["segmentation"] = spaces.Box(-1, 2**20, (self.image_size, self.image_size), np.int32)
         self.observation_space = spaces.Dict(obs)

@@ -121,6 +121,10 @@ class World:
         p.createMultiBody(0, -1, p.createVisualShape(p.GEOM_BOX, halfExtents=(3, 3, 0.01),
                                                      rgbaColor=background.floor_rgba, physicsClientId=c),
                           (0, 0, -0.75), physicsClientId=c)
+        # A backdrop behind the robot, so the camera never looks into the void.
+        p.createMultiBody(0, -1, p.createVisualShape(p.GEOM_BOX, halfExtents=(0.01, 3, 1.5),
+                                                     rgbaColor=background.floor_rgba, physicsClientId=c),
+                          (-0.6, 0, 0.5), physicsClientId=c)
         self.table = table
         self.background = background
         self.robot = Panda(c)

@@ -1,0 +1,157 @@
+"""Gymnasium contract of every registered env: checker, determinism, pickling, subprocesses, bad input."""
+
+import multiprocessing as mp
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from vlabench.env import TabletopEnv, make_env
+from vlabench.tasks import TASKS
+
+ENV_IDS = [f"vlabench/{t.gym_id}-v0" for t in TASKS.values()]
+SMALL = dict(image_size=48, wrist_size=32)
+
+
+def _rollout(env, seed, n=20):
+    obs, _ = env.reset(seed=seed)
+    frames = [obs]
+    rng = np.random.default_rng(123)
+    for _ in range(n):
+        obs, *_ = env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+        frames.append(obs)
+    return frames
+
+
+def _same(a, b):
+    return (a["instruction"] == b["instruction"] and np.array_equal(a["image"], b["image"])
+            and np.array_equal(a["wrist_image"], b["wrist_image"]) and np.array_equal(a["state"], b["state"]))
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_check_env(env_id):
+    env = gym.make(env_id, **SMALL)
+    check_env(env.unwrapped, skip_render_check=False)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_seeded_determinism(env_id):
+    a, b = gym.make(env_id, **SMALL).unwrapped, gym.make(env_id, **SMALL).unwrapped
+    fa, fb = _rollout(a, 7), _rollout(b, 7)
+    assert all(_same(x, y) for x, y in zip(fa, fb))
+    # A second reset of the same env with the same seed reproduces the first, too.
+    assert all(_same(x, y) for x, y in zip(fa, _rollout(a, 7)))
+    # A different seed gives a different scene.
+    assert not _same(fa[0], _rollout(a, 8, n=0)[0])
+    a.close(), b.close()
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_pickle_round_trip(task):
+    env = make_env(task, **SMALL)
+    clone = pickle.loads(pickle.dumps(env))
+    assert all(_same(x, y) for x, y in zip(_rollout(env, 3, 5), _rollout(clone, 3, 5)))
+    env.close(), clone.close()
+
+
+def _child(conn):
+    env = make_env("pick", **SMALL)
+    conn.send(_rollout(env, 11, 5))
+    env.close()
+
+
+def test_subprocess_env_matches_local():
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child, args=(child,))
+    proc.start()
+    remote = parent.recv()
+    proc.join(60)
+    local = _rollout(make_env("pick", **SMALL), 11, 5)
+    assert proc.exitcode == 0 and all(_same(x, y) for x, y in zip(local, remote))
+
+
+def test_many_envs_in_one_process():
+    envs = [make_env(t, **SMALL) for t in TASKS]
+    for i, env in enumerate(envs):
+        env.reset(seed=i)
+    for _ in range(3):
+        for env in envs:
+            obs, *_ = env.step(np.zeros(7, np.float32))
+            assert obs["image"].shape == (48, 48, 3)
+    for env in envs:
+        env.close()
+        env.close()  # closing twice is harmless
+
+
+def test_nan_action_raises_naming_the_action():
+    env = make_env("pick", **SMALL)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="NaN") as e:
+        env.step(np.array([0, np.nan, 0, 0, 0, 0, 1], np.float32))
+    assert "nan" in str(e.value)
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(6, np.float32))
+    env.close()
+
+
+def test_out_of_range_action_is_clipped_and_reported():
+    env = make_env("pick", **SMALL)
+    env.reset(seed=0)
+    *_, info = env.step(np.array([5, 0, 0, 0, 0, 0, -1], np.float32))
+    assert info["action_clipped"] is True
+    *_, info = env.step(np.zeros(7, np.float32))
+    assert info["action_clipped"] is False
+    env.close()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(task="pik"), "unknown task 'pik'; known: pick, place"),
+    (dict(task="pick", split="sen"), "unknown split 'sen'; valid: seen"),
+    (dict(task="push", split="unseen_objects"), "task 'push' has no split 'unseen_objects'; its splits: seen"),
+    (dict(task="pick", renderer="opengl"), "unknown renderer 'opengl'; valid: tiny, egl"),
+    (dict(task="pick", image_size=4), "image_size must be an int in"),
+])
+def test_bad_options_list_valid_ones(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TabletopEnv(**kwargs)
+
+
+def test_observation_contract_and_extras():
+    env = make_env("place", image_size=256, wrist_size=64, depth=True, segmentation=True)
+    obs, info = env.reset(seed=1)
+    assert obs["image"].shape == (256, 256, 3) and obs["image"].dtype == np.uint8
+    assert obs["wrist_image"].shape == (64, 64, 3)
+    assert obs["state"].shape == (8,) and obs["state"].dtype == np.float32
+    assert obs["depth"].shape == (256, 256) and 0.1 < float(obs["depth"].min()) < float(obs["depth"].max()) < 3.0
+    assert len(np.unique(obs["segmentation"])) >= 4  # table, robot, floor, objects
+    assert info["renderer"] == "tiny" and isinstance(info["success"], bool)
+    assert 0.07 < obs["state"][7] <= 0.081  # gripper starts open
+    env.close()
+
+
+def test_objects_rest_before_first_observation():
+    env = make_env("pick", **SMALL)
+    env.reset(seed=5)
+    before = env.object_poses()
+    env.step(np.zeros(7, np.float32) + np.array([0, 0, 0, 0, 0, 0, -1], np.float32))
+    assert np.abs(env.object_poses()[:, :3] - before[:, :3]).max() < 2e-3
+    env.close()
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_expert_solves_a_few_seeds(task):
+    env = make_env(task, **SMALL)
+    wins = 0
+    for seed in range(3):
+        env.reset(seed=seed)
+        for _ in range(env.max_steps):
+            _, _, term, trunc, info = env.step(env.expert_action())
+            if term or trunc:
+                break
+        wins += info["success"]
+    env.close()
+    assert wins == 3

@@ -1,0 +1,138 @@
+"""The ``vlabench`` command. Each subcommand is a dataclass config parsed by tyro and a ``run`` function;
+modules are imported only for the subcommand that runs, so ``vlabench tasks`` starts fast."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# name -> (module, config class, run function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "tasks": ("vlabench.cli", "TasksConfig", "run_tasks", "list task families, their splits and example instructions"),
+    "render": ("vlabench.cli", "RenderConfig", "run_render", "save what the front (and wrist) camera sees"),
+    "suite show": ("vlabench.cli", "SuiteShowConfig", "run_suite_show", "print a suite's grid of cells and examples"),
+    "collect": ("vlabench.data.collect", "CollectConfig", "run", "collect expert demos into HDF5 shards"),
+    "replay": ("vlabench.data.replay", "ReplayConfig", "run", "re-simulate a recorded episode, check it, write a video"),
+    "export": ("vlabench.data.lerobot", "ExportConfig", "run", "export a dataset (LeRobotDataset v3.0)"),
+    "data info": ("vlabench.data.info", "DataInfoConfig", "run", "episodes, frames, disk size and statistics"),
+    "eval": ("vlabench.eval.harness", "EvalConfig", "run", "evaluate a policy on a suite"),
+    "report": ("vlabench.report.report", "ReportConfig", "run", "tables, charts and paired tests from results"),
+    "train": ("vlabench.train.loop", "", "run", "train a policy from a recipe (policies/*.toml)"),
+    "vqa-gen": ("vlabench.models.vqa_data", "VQAGenConfig", "run", "generate co-training VQA data from scenes"),
+    "vqa-eval": ("vlabench.models.vqa_data", "VQAEvalConfig", "run_eval", "VQA accuracy of an RT-2 checkpoint"),
+    "imagine": ("vlabench.models.goal_image", "ImagineConfig", "run_imagine", "goal-image grid from a checkpoint"),
+    "image-metrics": ("vlabench.models.image_metrics", "ImageMetricsConfig", "run", "PSNR/SSIM/FD of generated goals"),
+}
+
+
+@dataclass
+class TasksConfig:
+    """List the registered task families."""
+
+
+@dataclass
+class RenderConfig:
+    task: str = "pick"
+    """Task family (see ``vlabench tasks``)."""
+    seed: int = 0
+    """Episode seed."""
+    out: Path = Path("frame.png")
+    """PNG to write."""
+    split: str = "seen"
+    """Split to sample the scene from."""
+    image_size: int = 256
+    """Front camera resolution."""
+    wrist: bool = False
+    """Also place the wrist camera image beside the front image."""
+    renderer: str = "tiny"
+    """tiny | egl."""
+    caption: bool = False
+    """Draw the instruction under the image."""
+
+
+@dataclass
+class SuiteShowConfig:
+    path: Path = Path("envs/smoke.toml")
+    """Suite file."""
+
+
+def run_tasks(cfg: TasksConfig) -> None:
+    from vlabench.tasks import TASKS
+
+    for t in TASKS.values():
+        print(f"{t.name:<11} vlabench/{t.gym_id}-v0  max_steps={t.max_steps}")
+        print(f"{'':<11} e.g. {t.example!r}")
+        print(f"{'':<11} splits: {', '.join(t.splits)}")
+
+
+def run_render(cfg: RenderConfig) -> Path:
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from vlabench.env import make_env
+
+    env = make_env(cfg.task, cfg.split, image_size=cfg.image_size, wrist_size=cfg.image_size, renderer=cfg.renderer)
+    try:
+        obs, info = env.reset(seed=cfg.seed)
+    finally:
+        env.close()
+    img = np.concatenate([obs["image"], obs["wrist_image"]], axis=1) if cfg.wrist else obs["image"]
+    pil = Image.fromarray(img)
+    if cfg.caption:
+        canvas = Image.new("RGB", (pil.width, pil.height + 22), "white")
+        canvas.paste(pil, (0, 0))
+        ImageDraw.Draw(canvas).text((4, pil.height + 5), obs["instruction"], fill="black")
+        pil = canvas
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cfg.out.with_name(cfg.out.name + ".tmp")
+    pil.save(tmp, format="PNG")
+    tmp.replace(cfg.out)
+    print(f"{cfg.out}: {obs['instruction']!r} (task {cfg.task}, split {cfg.split}, seed {cfg.seed}, "
+          f"renderer {info['renderer']})")
+    return cfg.out
+
+
+def run_suite_show(cfg: SuiteShowConfig) -> None:
+    from vlabench.suite import describe, load_suite
+
+    print(describe(load_suite(cfg.path)))
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS)) + 2
+    lines = ["usage: vlabench COMMAND [options]   (vlabench COMMAND --help for options)", "", "commands:"]
+    lines += [f"  {name:<{width}}{help_}" for name, (_, _, _, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name = " ".join(argv[:2]) if " ".join(argv[:2]) in COMMANDS else argv[0]
+    if name not in COMMANDS:
+        print(f"vlabench: unknown command {argv[0]!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    rest = argv[len(name.split()):]
+    module_name, cfg_name, fn_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    fn = getattr(module, fn_name)
+    try:
+        if not cfg_name:  # the command parses its own arguments (train: recipe-dependent options)
+            fn(rest)
+        else:
+            cfg = tyro.cli(getattr(module, cfg_name), args=rest, prog=f"vlabench {name}", description=help_)
+            fn(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"vlabench {name}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
