@@ -41,11 +41,15 @@ class TabletopEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": C.CONTROL_HZ}
 
-    def __init__(self, task: str = "pick", split: str = "seen", image_size: int = 128, wrist_size: int = 128,
+    def __init__(self, task: str = "pick", split: str | None = None, image_size: int = 128, wrist_size: int = 84,
                  renderer: str = "tiny", max_steps: int | None = None, depth: bool = False,
                  segmentation: bool = False, terminate_on_success: bool = True,
                  render_mode: str | None = "rgb_array") -> None:
         self.task = get_task(task)
+        if split is None:
+            # "seen" where the family has it; the reasoning families (relational, math, category) exist
+            # only in their own emergent split.
+            split = "seen" if "seen" in self.task.splits else self.task.splits[0]
         if split not in self.task.splits:
             get_split(split)  # unknown split names get the full list of splits
             raise ValueError(f"task {task!r} has no split {split!r}; its splits: {', '.join(self.task.splits)}")
@@ -187,7 +191,7 @@ class TabletopEnv(gym.Env):
         self.__init__(**state["kwargs"], render_mode=state["render_mode"])
 
 
-def make_env(task: str, split: str = "seen", **kwargs) -> TabletopEnv:
+def make_env(task: str, split: str | None = None, **kwargs) -> TabletopEnv:
     """A TabletopEnv without gymnasium's wrappers (faster; what the harness uses)."""
     return TabletopEnv(task=task, split=split, **kwargs)
 

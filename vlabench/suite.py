@@ -71,6 +71,8 @@ class Suite:
     episodes: list[Episode]
     env_kwargs: dict = field(default_factory=dict)
     manifest_hash: str = ""
+    seed_range: tuple[int, int] = (0, 0)
+    """Half-open range the episode seeds come from (``seed = seed_range[0] + index``)."""
 
     def cells(self) -> list[tuple[str, str]]:
         """(task, split) cells in file order."""
@@ -164,7 +166,8 @@ def load_suite(path: str | Path) -> Suite:
                 raise _fail(path, text, split, f"cell ({task}, {split}) appears twice")
             seen_cells.add((task, split))
             episodes += [Episode(task, split, i, seeds[0] + i) for i in range(n)]
-    return Suite(name, str(path), kind, episodes, dict(env), manifest_hash(name, episodes, dict(env)))
+    return Suite(name, str(path), kind, episodes, dict(env), manifest_hash(name, episodes, dict(env)),
+                 (seeds[0], seeds[1]))
 
 
 def example_instruction(task: str, split: str, seed: int) -> str:

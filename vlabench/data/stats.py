@@ -1,0 +1,120 @@
+"""Per-dimension action and state statistics of a demo dataset (stats.json beside the shards).
+
+Format (the contract every model and checkpoint relies on)::
+
+    {"action": {"min": [7], "max": [7], "q01": [7], "q99": [7], "mean": [7], "std": [7]},
+     "state":  {same keys, 8 values each}}
+
+Computed over every frame of every (unique, readable) episode. Quantiles use numpy's default
+linear interpolation; std is the population std (ddof=0). Frames are accumulated per episode and
+concatenated once at the end: demo datasets here hold at most a few hundred thousand frames of
+15 floats, so exact quantiles cost megabytes, not a streaming sketch. The stats describe the
+whole dataset, not a train/val subset of it (the usual practice; leakage of action ranges from
+validation episodes into normalization is harmless).
+
+stats.json is recomputed whenever the dataset's manifest hash changes: manifest.json records
+under "stats_hash" the dataset hash that stats.json was computed for.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vlabench.data.manifest import atomic_write_json, dir_lock, manifest_episodes, set_stats_hash
+from vlabench.data.shards import ACTION_DIM, STATE_DIM, read_lowdim
+
+STATS_NAME = "stats.json"
+STAT_KEYS = ("min", "max", "q01", "q99", "mean", "std")
+ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+STATE_NAMES = ("x", "y", "z", "qx", "qy", "qz", "qw", "gripper")
+
+
+def array_stats(x: np.ndarray) -> dict[str, list[float]]:
+    """Per-column statistics of x (N, D) as JSON-ready lists of D floats."""
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"need a non-empty (N, D) array for statistics, got shape {x.shape}")
+    x = x.astype(np.float64)
+    q01, q99 = np.quantile(x, [0.01, 0.99], axis=0)
+    vals = {"min": x.min(0), "max": x.max(0), "q01": q01, "q99": q99, "mean": x.mean(0), "std": x.std(0)}
+    return {k: [float(v) for v in vals[k]] for k in STAT_KEYS}
+
+
+class StatsAccumulator:
+    """Collects (actions (T,7), states (T,8)) per episode; `result()` gives the stats dict."""
+
+    def __init__(self) -> None:
+        self._actions: list[np.ndarray] = []
+        self._states: list[np.ndarray] = []
+
+    def update(self, actions: np.ndarray, states: np.ndarray) -> None:
+        actions, states = np.asarray(actions), np.asarray(states)
+        if actions.ndim != 2 or actions.shape[1] != ACTION_DIM or states.ndim != 2 or states.shape[1] != STATE_DIM:
+            raise ValueError(f"expected actions (T,{ACTION_DIM}) and states (T,{STATE_DIM}), "
+                             f"got {actions.shape} and {states.shape}")
+        self._actions.append(actions)
+        self._states.append(states)
+
+    @property
+    def n_frames(self) -> int:
+        return sum(len(a) for a in self._actions)
+
+    def result(self) -> dict:
+        if not self._actions:
+            raise ValueError("no frames to compute statistics over (empty dataset?)")
+        return {"action": array_stats(np.concatenate(self._actions)),
+                "state": array_stats(np.concatenate(self._states))}
+
+
+def compute_stats(root: Path | str, manifest: dict) -> dict:
+    """Statistics of the dataset described by `manifest` (reads only states and actions)."""
+    root = Path(root)
+    acc = StatsAccumulator()
+    by_file: dict[str, list[str]] = {}
+    for ep in manifest_episodes(manifest):
+        by_file.setdefault(ep["file"], []).append(ep["demo"])
+    for file, demos in by_file.items():
+        for state, actions in read_lowdim(root / file, demos):
+            acc.update(actions, state)
+    return acc.result()
+
+
+def load_stats(root: Path | str) -> dict:
+    """Read stats.json of a dataset directory."""
+    path = Path(root) / STATS_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; open the dataset with DemoDataset (or run "
+                                "`vlabench data info`) to compute it")
+    return json.loads(path.read_text())
+
+
+def ensure_stats(root: Path | str, manifest: dict) -> dict:
+    """stats.json if it matches `manifest`'s hash, else recompute, write (atomically) and record it."""
+    root = Path(root)
+    path = root / STATS_NAME
+    if manifest.get("stats_hash") == manifest["hash"] and path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass  # torn by a non-atomic copy: recompute
+    stats = compute_stats(root, manifest)
+    try:
+        with dir_lock(root):
+            atomic_write_json(path, stats)
+        set_stats_hash(root, manifest["hash"])
+    except OSError:
+        pass  # read-only dataset: serve the computed stats without caching them
+    return stats
+
+
+def format_stats_table(stats: dict) -> str:
+    """Plain-text table: one row per dimension, columns min max q01 q99 mean std."""
+    lines = []
+    for group, names in (("action", ACTION_NAMES), ("state", STATE_NAMES)):
+        lines.append(f"{group:<16}" + "".join(f"{k:>10}" for k in STAT_KEYS))
+        for i, name in enumerate(names):
+            row = "".join(f"{stats[group][k][i]:>10.4f}" for k in STAT_KEYS)
+            lines.append(f"  {i} {name:<12}{row}")
+    return "\n".join(lines)

@@ -1,0 +1,316 @@
+"""RT-1-style policy: FiLM-EfficientNet + TokenLearner + block-causal Transformer over 6 frames.
+
+Follows google-research/robotics_transformer (see shared/references/policies.md) with these choices:
+
+- Language: a frozen all-MiniLM-L6-v2 sentence embedding (384-d, packaged offline) replaces RT-1's
+  512-d Universal Sentence Encoder; it conditions every FiLM layer of the image encoder.
+- Image encoder: EfficientNet-Lite0 with ImageNet weights by default (B3 as in RT-1 is an option, but
+  no B3 weights ship offline); a FiLM after every MBConv block, 1x1 conv to the model width, final FiLM.
+- TokenLearner v1.1: 8 tokens per frame; learned position embeddings over the 6 x 8 tokens.
+- Transformer: standard pre-LN encoder layers (GELU MLP, head dim d/heads) instead of RT-1's
+  activation-free single-Dense feed-forward and one-hot positions, with a block-causal mask (tokens of
+  frame t attend to frames <= t). RT-1 zeroes its action-token inputs, so its 11 action dimensions are
+  effectively predicted in parallel from image tokens; here the last frame's tokens are mean-pooled and
+  one linear layer gives all 7 x 256 logits at once (as lucidrains' port does).
+- Actions: the shared 256-bin ActionTokenizer (q01/q99 normalization, bin centres, no floor bias);
+  cross-entropy on a_t; argmax decoding at inference.
+- Augmentation: a random crop of ``crop_scale`` of each side (the same crop for all frames of
+  a sample) at train time, the centre crop of the same size at eval, then a resize to ``image_size``.
+
+At inference the policy caches each slot's per-frame tokens (RT-1's ``network_state``), so each step
+encodes one new frame per env instead of six.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vlabench.models.action_tokenizer import ACTION_DIM, ActionTokenizer
+from vlabench.models.film_efficientnet import BACKBONES, FilmEfficientNet
+from vlabench.models.registry import ModelSpec
+from vlabench.models.text_encoder import get_sentence_encoder
+from vlabench.models.token_learner import TokenLearner
+
+PRESETS: dict[str, dict] = {
+    # RT-1 paper sizes (8 layers, width 512, 8 heads, dropout 0.1) on a pretrained Lite0 at 224 px.
+    "base": dict(n_layers=8, d_model=512, n_heads=8, dropout=0.1, image_size=224, backbone="lite0", pretrained=True),
+    # Small enough to train a few hundred steps on a laptop CPU.
+    "small": dict(n_layers=2, d_model=128, n_heads=4, dropout=0.0, image_size=96, backbone="tiny", pretrained=False),
+}
+# The sentence encoder always runs on CPU: with the per-string cache it costs one forward per distinct
+# instruction, it is bit-identical between training and evaluation machines, and only one copy is held.
+TEXT_DEVICE = "cpu"
+
+
+@dataclass
+class RT1Config:
+    """RT-1-style model hyperparameters. Fields left as None take the value of ``preset``."""
+
+    preset: str = "base"
+    """Size preset filling the None fields: "base" (paper sizes, pretrained Lite0) or "small" (CPU demo/tests)."""
+    n_layers: int | None = None
+    """Transformer layers (base 8, small 2)."""
+    d_model: int | None = None
+    """Transformer width, also the image token width (base 512, small 128)."""
+    n_heads: int | None = None
+    """Attention heads (base 8, small 4)."""
+    dropout: float | None = None
+    """Dropout in the Transformer layers (base 0.1, small 0.0)."""
+    image_size: int | None = None
+    """Square side the cropped frames are resized to before the image encoder (base 224, small 96)."""
+    backbone: str | None = None
+    """Image backbone: "lite0" (EfficientNet-Lite0), "b3" (EfficientNet-B3, RT-1's) or "tiny" (tests/demo)."""
+    pretrained: bool | None = None
+    """Load the packaged ImageNet weights (lite0 only; b3 needs backbone_weights)."""
+    backbone_weights: str | None = None
+    """Optional local state-dict file for the backbone (e.g. timm efficientnet_b3 weights)."""
+    n_frames: int = 6
+    """Frames of history the policy sees (RT-1: 6); also the dataset's n_obs."""
+    tokens_per_frame: int = 8
+    """TokenLearner tokens per frame (RT-1: 8)."""
+    n_bins: int = 256
+    """Action bins per dimension."""
+    text_encoder: str | None = None
+    """Sentence encoder: None = packaged all-MiniLM-L6-v2, a local model path, or "hash" (tests only)."""
+    crop_scale: float = 0.9
+    """Crop side as a fraction of the image side: random position in training, centred at eval (1.0 = no crop)."""
+
+    def __post_init__(self) -> None:
+        # Validate at construction (recipe / CLI parse time) but keep None fields unresolved, so that
+        # overriding only the preset (e.g. `--model.preset small`) still changes every preset field.
+        _validate(self._merged())
+
+    def _merged(self) -> dict:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown RT-1 preset {self.preset!r}; known: {', '.join(PRESETS)}")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in PRESETS[self.preset].items():
+            if values[key] is None:
+                values[key] = value
+        return values
+
+    def resolved(self) -> "RT1Config":
+        """A copy with every None field filled from the preset (what the model is built from)."""
+        out = copy.copy(self)
+        for key, value in self._merged().items():
+            setattr(out, key, value)
+        return out
+
+
+def _validate(c: dict) -> None:
+    if c["backbone"] not in BACKBONES:
+        raise ValueError(f"unknown backbone {c['backbone']!r}; known: {', '.join(BACKBONES)}")
+    if c["d_model"] % c["n_heads"]:
+        raise ValueError(f"d_model {c['d_model']} must be divisible by n_heads {c['n_heads']}")
+    if not 0.0 < c["crop_scale"] <= 1.0:
+        raise ValueError(f"crop_scale must be in (0, 1], got {c['crop_scale']}")
+    for key in ("n_layers", "n_frames", "tokens_per_frame", "image_size", "n_heads"):
+        if c[key] < 1:
+            raise ValueError(f"{key} must be >= 1, got {c[key]}")
+    if c["n_bins"] < 2:
+        raise ValueError(f"n_bins must be >= 2, got {c['n_bins']}")
+    if not 0.0 <= c["dropout"] < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {c['dropout']}")
+
+
+def block_causal_mask(n_frames: int, tokens_per_frame: int) -> torch.Tensor:
+    """Bool ``(T*S, T*S)`` attention mask, True = blocked: a token of frame t sees only frames <= t."""
+    frame = torch.arange(n_frames).repeat_interleave(tokens_per_frame)
+    return frame[None, :] > frame[:, None]
+
+
+class RT1Model(nn.Module):
+    """RT-1-style network. ``forward(frames (B, T, 3, H, W) uint8, instructions) -> logits (B, 7, n_bins)``."""
+
+    def __init__(self, cfg: RT1Config, stats: dict) -> None:
+        super().__init__()
+        cfg = cfg.resolved()
+        self.cfg = cfg
+        self.stats = stats
+        self.tokenizer = ActionTokenizer(stats, n_bins=cfg.n_bins)
+        text_dim = get_sentence_encoder(cfg.text_encoder, TEXT_DEVICE).dim
+        self.image_encoder = FilmEfficientNet(
+            cfg.backbone, cond_dim=text_dim, token_dim=cfg.d_model, pretrained=cfg.pretrained,
+            weights_path=cfg.backbone_weights,
+        )
+        self.token_learner = TokenLearner(cfg.d_model, cfg.tokens_per_frame)
+        n_tokens = cfg.n_frames * cfg.tokens_per_frame
+        self.pos_emb = nn.Parameter(torch.randn(n_tokens, cfg.d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            cfg.d_model, cfg.n_heads, dim_feedforward=4 * cfg.d_model, dropout=cfg.dropout,
+            activation="gelu", batch_first=True, norm_first=True,
+        )
+        self.transformer = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, ACTION_DIM * cfg.n_bins)
+        self.register_buffer("attn_mask", block_causal_mask(cfg.n_frames, cfg.tokens_per_frame), persistent=False)
+
+    # -- pieces (the policy calls them separately to cache per-frame tokens) --------------------
+    @property
+    def device(self) -> torch.device:
+        return self.pos_emb.device
+
+    def text_embedding(self, instructions: list[str]) -> torch.Tensor:
+        """Frozen sentence embeddings ``(B, text_dim)`` on the model's device."""
+        return get_sentence_encoder(self.cfg.text_encoder, TEXT_DEVICE).embed(list(instructions)).to(self.device)
+
+    def preprocess(self, frames: torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 frames ``(B, T, 3, H, W)`` -> normalized float ``(B, T, 3, s, s)``, s = image_size.
+
+        Crops ``crop_scale`` of each side (random per sample in training, shared by its T frames;
+        centred otherwise), then resizes with antialiasing.
+        """
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise ValueError(f"frames must be (B, T, 3, H, W), got {tuple(frames.shape)}")
+        B, T, _, H, W = frames.shape
+        ch, cw = max(1, round(H * self.cfg.crop_scale)), max(1, round(W * self.cfg.crop_scale))
+        if train and (ch < H or cw < W):
+            tops = torch.randint(0, H - ch + 1, (B,)).tolist()
+            lefts = torch.randint(0, W - cw + 1, (B,)).tolist()
+            frames = torch.stack([frames[b, :, :, t : t + ch, l : l + cw] for b, (t, l) in enumerate(zip(tops, lefts))])
+        else:
+            t, l = (H - ch) // 2, (W - cw) // 2
+            frames = frames[..., t : t + ch, l : l + cw]
+        x = frames.reshape(B * T, 3, ch, cw).to(self.device, torch.float32) / 255.0
+        s = self.cfg.image_size
+        if (ch, cw) != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return self.image_encoder.normalize(x).reshape(B, T, 3, s, s)
+
+    def encode_frames(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images ``(N, 3, s, s)`` + embeddings ``(N, text_dim)`` -> tokens ``(N, S, d)``."""
+        return self.token_learner(self.image_encoder(images, cond))
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-frame tokens ``(B, T, S, d)`` with T = n_frames -> action logits ``(B, 7, n_bins)``."""
+        B, T, S, d = tokens.shape
+        if (T, S) != (self.cfg.n_frames, self.cfg.tokens_per_frame):
+            raise ValueError(f"tokens must be (B, {self.cfg.n_frames}, {self.cfg.tokens_per_frame}, d), got {tuple(tokens.shape)}")
+        x = tokens.reshape(B, T * S, d) + self.pos_emb
+        x = self.norm(self.transformer(x, mask=self.attn_mask))
+        pooled = x[:, -S:].mean(dim=1)  # the last (current) frame's tokens
+        return self.head(pooled).view(B, ACTION_DIM, self.cfg.n_bins)
+
+    def forward(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """frames ``(B, T, 3, H, W)`` uint8 (oldest first), instructions ``B`` strings -> logits ``(B, 7, n_bins)``."""
+        B, T = frames.shape[:2]
+        if len(instructions) != B:
+            raise ValueError(f"got {len(instructions)} instructions for a batch of {B}")
+        images = self.preprocess(frames, train=self.training).flatten(0, 1)
+        cond = self.text_embedding(instructions).repeat_interleave(T, dim=0)
+        tokens = self.encode_frames(images, cond)
+        return self.forward_tokens(tokens.view(B, T, *tokens.shape[1:]))
+
+    # -- training-loop interface --------------------------------------------------------------
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy on the tokenized a_t. batch: image (B, T, 3, H, W) uint8, action (B, 1, 7), instruction."""
+        frames = batch["image"]
+        if frames.shape[1] != self.cfg.n_frames:
+            raise ValueError(f"batch['image'] has {frames.shape[1]} frames, the model expects n_frames={self.cfg.n_frames}")
+        targets = self.tokenizer.encode(batch["action"][:, 0]).to(self.device)  # (B, 7)
+        logits = self(frames, batch["instruction"])
+        loss = F.cross_entropy(logits.reshape(-1, self.cfg.n_bins), targets.reshape(-1))
+        acc = (logits.detach().argmax(-1) == targets).float().mean()
+        return loss, {"loss": float(loss.detach()), "token_acc": float(acc)}
+
+    def data_spec(self) -> dict:
+        """DemoDataset kwargs: n_frames of history, the single next action."""
+        return {"n_obs": self.cfg.n_frames, "horizon": 1, "goal_offset": None}
+
+
+class RT1Policy:
+    """Batched closed-loop RT-1 policy with a rolling per-slot history of frame tokens.
+
+    On ``is_first`` (or a slot's first call) the history is filled with the current frame, matching
+    the dataset's edge padding; afterwards each step drops the oldest frame and appends the newest.
+    """
+
+    def __init__(self, model: RT1Model, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self._hist: torch.Tensor | None = None  # (n_envs, T, S, d) frame tokens
+        self._filled: torch.Tensor | None = None  # (n_envs,) bool
+        self.reset(1)
+
+    def reset(self, n_envs: int) -> None:
+        """Forget every slot's history and size the buffers for ``n_envs`` slots."""
+        if n_envs < 1:
+            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        c = self.model.cfg
+        self._hist = torch.zeros(n_envs, c.n_frames, c.tokens_per_frame, c.d_model, device=self.device)
+        self._filled = torch.zeros(n_envs, dtype=torch.bool, device=self.device)
+
+    @torch.inference_mode()
+    def act(self, obs_batch: dict) -> np.ndarray:
+        """obs_batch (image (n, H, W, 3) uint8, instruction, slot, is_first) -> actions (n, 7) float32 in [-1, 1]."""
+        image = torch.as_tensor(np.asarray(obs_batch["image"]))
+        if image.ndim != 4 or image.shape[-1] != 3:
+            raise ValueError(f"obs_batch['image'] must be (n, H, W, 3) uint8, got {tuple(image.shape)}")
+        n = image.shape[0]
+        slot = torch.as_tensor(np.asarray(obs_batch.get("slot", np.arange(n))), dtype=torch.long)
+        is_first = torch.as_tensor(np.asarray(obs_batch.get("is_first", np.zeros(n, bool))), dtype=torch.bool)
+        if len(set(slot.tolist())) != n:
+            raise ValueError(f"obs_batch['slot'] has duplicate slots: {slot.tolist()}")
+        if int(slot.min()) < 0:
+            raise ValueError(f"obs_batch['slot'] must be >= 0, got {slot.tolist()}")
+        if int(slot.max()) >= self._hist.shape[0]:  # the caller never called reset(n_envs) large enough
+            self._grow(int(slot.max()) + 1)
+        slot, is_first = slot.to(self.device), is_first.to(self.device)
+        m = self.model
+        frames = image.permute(0, 3, 1, 2)[:, None]  # (n, 1, 3, H, W)
+        images = m.preprocess(frames, train=False)[:, 0]
+        tok = m.encode_frames(images, m.text_embedding(list(obs_batch["instruction"])))  # (n, S, d)
+        first = (is_first | ~self._filled[slot])[:, None, None, None]
+        rolled = torch.cat([self._hist[slot][:, 1:], tok[:, None]], dim=1)
+        hist = torch.where(first, tok[:, None].expand_as(rolled), rolled)
+        self._hist[slot] = hist
+        self._filled[slot] = True
+        tokens = m.forward_tokens(hist).argmax(dim=-1)  # (n, 7)
+        actions = m.tokenizer.decode(tokens.cpu())
+        return np.clip(actions, -1.0, 1.0).astype(np.float32)
+
+    def _grow(self, n_envs: int) -> None:
+        old_h, old_f = self._hist, self._filled
+        self.reset(n_envs)
+        self._hist[: old_h.shape[0]] = old_h
+        self._filled[: old_f.shape[0]] = old_f
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "RT1Policy":
+        """Load a checkpoint directory (or a run directory's ``latest``): config.json, stats.json,
+        model.safetensors, plus ema.safetensors over it when present. Reads no pickles."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / "config.json").is_file() and (path / "latest" / "config.json").is_file():
+            path = path / "latest"
+        for name in ("config.json", "stats.json", "model.safetensors"):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"checkpoint {str(path)!r} lacks {name}")
+        config = json.loads((path / "config.json").read_text())
+        if config.get("model") != "rt1":
+            raise ValueError(f"checkpoint {str(path)!r} holds model {config.get('model')!r}, not 'rt1'")
+        known = {f.name for f in fields(RT1Config)}
+        unknown = sorted(set(config["model_config"]) - known)
+        if unknown:
+            raise ValueError(f"checkpoint {str(path)!r}: unknown RT1Config keys {unknown}; valid: {sorted(known)}")
+        cfg = RT1Config(**config["model_config"])
+        # The checkpoint's weights replace any backbone init, so skip loading (and needing) those files.
+        cfg.pretrained, cfg.backbone_weights = False, None
+        model = RT1Model(cfg, json.loads((path / "stats.json").read_text()))
+        model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+        if (path / "ema.safetensors").is_file():  # the EMA weights are the ones meant for inference
+            model.load_state_dict(load_file(str(path / "ema.safetensors")), strict=False)
+        return cls(model, device)
+
+
+SPEC = ModelSpec("rt1", RT1Config, RT1Model, RT1Policy)
