@@ -1,0 +1,293 @@
+"""Env workers: one process per slot, stepping its env when the main process sends an action.
+
+Protocol (a duplex Pipe per worker; the main process is the only one that talks):
+
+    ("reset", episode: dict(task, split, index, seed), need_expert: bool, video_path: str | None)
+    ("step", action (7,) float32)
+    ("close",)
+
+Every request gets exactly one reply dict: ``{"obs", "success", "done", "steps", "renderer",
+"instruction", "expert_action" (None unless asked), "video" (path written at episode end)}`` or
+``{"error": traceback text}`` when the env raised (the worker survives; that episode is an error).
+
+A worker keeps one env per (task, split) it has seen (up to MAX_ENVS, oldest closed first): an env
+rebuilds its physics on every reset, so reuse is about skipping construction, not about state.
+Autoreset does not exist here: after ``done`` the worker waits for the next "reset".
+
+Test-only fault injection: the environment variable ``VLABENCH_EVAL_FAULT`` = ``exit:SEED`` (the worker
+process dies with os._exit on the first step of that episode), ``hang:SEED`` (it sleeps forever there)
+or ``raise:SEED`` (the env step raises). The main process reads it when starting a worker and hands it
+over as an argument; nothing else in vlabench reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from vlabench.env import make_env
+
+FAULT_ENV = "VLABENCH_EVAL_FAULT"
+MAX_ENVS = 4
+OBS_KEYS = ("image", "wrist_image", "state", "instruction")
+
+
+def read_fault() -> tuple[str, int] | None:
+    """The test-only fault spec from ``VLABENCH_EVAL_FAULT`` (see module docstring), or None."""
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return None
+    kind, _, seed = spec.partition(":")
+    if kind not in ("exit", "hang", "raise") or not seed.lstrip("-").isdigit():
+        raise ValueError(f"{FAULT_ENV}={spec!r}; valid: exit:SEED, hang:SEED, raise:SEED")
+    return kind, int(seed)
+
+
+class EnvSlot:
+    """The envs of one slot and the episode in flight (used by worker processes, Ray actors, benchmarks)."""
+
+    def __init__(self, env_kwargs: dict, fault: tuple[str, int] | None = None, max_envs: int = MAX_ENVS) -> None:
+        self.env_kwargs = dict(env_kwargs)
+        self.fault = fault
+        self.max_envs = max_envs
+        self.envs: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self.env = None
+        self.episode: dict | None = None
+        self.need_expert = False
+        self.video_path: str | None = None
+        self.frames: list[np.ndarray] = []
+        self.wrists: list[np.ndarray] = []
+
+    def _env_for(self, task: str, split: str):
+        key = (task, split)
+        if key in self.envs:
+            self.envs.move_to_end(key)
+            return self.envs[key]
+        while len(self.envs) >= self.max_envs:
+            _, old = self.envs.popitem(last=False)
+            old.close()
+        self.envs[key] = make_env(task, split, **self.env_kwargs)
+        return self.envs[key]
+
+    def drop_env(self) -> None:
+        """Forget the current env (after it raised: never reuse an env in an unknown state)."""
+        if self.episode is not None:
+            env = self.envs.pop((self.episode["task"], self.episode["split"]), None)
+            if env is not None:
+                try:
+                    env.close()
+                except Exception:
+                    pass
+        self.env = None
+
+    def _reply(self, obs: dict, info: dict, done: bool) -> dict:
+        if self.video_path is not None:
+            self.frames.append(obs["image"])
+            self.wrists.append(obs["wrist_image"])
+        return {"obs": {k: obs[k] for k in OBS_KEYS}, "success": bool(info["success"]), "done": done,
+                "steps": int(info["steps"]), "renderer": info["renderer"], "instruction": obs["instruction"],
+                "expert_action": (np.asarray(self.env.expert_action(), np.float32)
+                                  if self.need_expert and not done else None),
+                "video": None}
+
+    def reset(self, episode: dict, need_expert: bool = False, video_path: str | None = None) -> dict:
+        self.episode = dict(episode)
+        self.need_expert, self.video_path = need_expert, video_path
+        self.frames, self.wrists = [], []
+        self.env = self._env_for(episode["task"], episode["split"])
+        obs, info = self.env.reset(seed=int(episode["seed"]))
+        return self._reply(obs, info, done=False)
+
+    def step(self, action: np.ndarray) -> dict:
+        if self.env is None:
+            raise RuntimeError("step before reset")
+        if self.fault is not None and self.fault[1] == int(self.episode["seed"]):
+            kind = self.fault[0]
+            if kind == "exit":
+                os._exit(17)
+            if kind == "hang":
+                time.sleep(10**6)
+            raise RuntimeError(f"injected fault ({FAULT_ENV}) for seed {self.fault[1]}")
+        obs, _, terminated, truncated, info = self.env.step(action)
+        done = bool(terminated or truncated)
+        reply = self._reply(obs, info, done)
+        if done and self.video_path is not None:
+            reply["video"] = self.finish_video(success=bool(info["success_once"]))
+        return reply
+
+    def finish_video(self, success: bool) -> str | None:
+        """Encode the frames collected for this episode; a failure to encode never fails the episode."""
+        from vlabench.eval.video import write_video
+
+        ep = self.episode
+        header = f"{ep['task']}/{ep['split']} #{ep['index']} seed {ep['seed']}: {'success' if success else 'failure'}"
+        try:
+            return str(write_video(self.video_path, self.frames, self.wrists, self.env.scene.instruction, header))
+        except Exception as e:
+            return f"error: {type(e).__name__}: {e}"
+        finally:
+            self.frames, self.wrists = [], []
+
+    def close(self) -> None:
+        for env in self.envs.values():
+            env.close()
+        self.envs.clear()
+
+
+def worker_main(conn: Connection, env_kwargs: dict, fault: tuple[str, int] | None) -> None:
+    """Entry point of a worker process: serve reset/step requests until "close" or a closed pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    slot = EnvSlot(env_kwargs, fault)
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break
+            if msg[0] == "close":
+                break
+            try:
+                reply = slot.reset(*msg[1:]) if msg[0] == "reset" else slot.step(msg[1])
+            except Exception:
+                slot.drop_env()
+                reply = {"error": traceback.format_exc(limit=8)}
+            conn.send(reply)
+    finally:
+        slot.close()
+
+
+def mp_context() -> mp.context.BaseContext:
+    """forkserver (cheap restarts from a process that already imported the sim) where it exists, else spawn.
+
+    Never plain fork: the main process may hold torch/CUDA state and threads that fork would copy.
+    """
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["vlabench.eval.workers"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+class WorkerHandle:
+    """The main process's end of one worker: start, talk, kill, restart."""
+
+    def __init__(self, ctx: mp.context.BaseContext, slot: int, env_kwargs: dict,
+                 fault: tuple[str, int] | None = None) -> None:
+        self.ctx, self.slot, self.env_kwargs, self.fault = ctx, slot, env_kwargs, fault
+        self.proc: Any = None
+        self.conn: Connection | None = None
+        self.restarts = 0
+        self.start()
+
+    def start(self) -> None:
+        parent, child = self.ctx.Pipe(duplex=True)
+        self.proc = self.ctx.Process(target=worker_main, args=(child, self.env_kwargs, self.fault),
+                                     name=f"vlabench-eval-worker-{self.slot}", daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn = parent
+
+    def send(self, msg: tuple) -> None:
+        self.conn.send(msg)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.join(10)
+        if self.conn is not None:
+            self.conn.close()
+
+    def restart(self) -> None:
+        self.kill()
+        self.restarts += 1
+        self.start()
+
+    def exit_reason(self) -> str:
+        self.proc.join(2)
+        code = self.proc.exitcode
+        if code is None:
+            return "worker process stopped answering"
+        if code < 0:
+            try:
+                return f"worker process killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"worker process killed by signal {-code}"
+        return f"worker process exited with code {code}"
+
+    def close(self) -> None:
+        try:
+            self.conn.send(("close",))
+            self.proc.join(10)
+        except (OSError, ValueError):
+            pass
+        self.kill()
+
+
+def policy_actions(policy: Any, batch: dict, ctx: Callable[[], Any]) -> np.ndarray:
+    """``policy.act`` under ``ctx()`` (inference mode / autocast), checked to be (n, 7) float32."""
+    n = len(batch["slot"])
+    with ctx():
+        a = policy.act(batch)
+    if hasattr(a, "detach"):  # a torch tensor slipped through the numpy boundary
+        a = a.detach().float().cpu().numpy()
+    a = np.asarray(a, dtype=np.float32)
+    if a.shape != (n, 7):
+        raise ValueError(f"policy.act returned shape {a.shape}, expected ({n}, 7)")
+    return a
+
+
+def new_record(episode: dict) -> dict:
+    """An episode record (episodes.jsonl schema) before the episode has run."""
+    rec = {k: episode[k] for k in ("task", "split", "index", "seed")}
+    rec.update(instruction="", status="ok", success=False, success_step=None, steps=0, error=None)
+    return rec
+
+
+def run_episode_inline(slot: EnvSlot, policy: Any, episode: dict, need_expert: bool,
+                       video_path: str | None = None, episode_timeout_s: float = float("inf"),
+                       act_ctx: Callable[[], Any] = contextlib.nullcontext) -> dict:
+    """Run one episode in this process with slot 0 of ``policy`` (Ray actors, the soak benchmark).
+
+    Returns the episode record (see ``vlabench.eval.harness``); any exception becomes status "error".
+    """
+    rec = new_record(episode)
+    t0 = time.monotonic()
+    first = True
+    try:
+        r = slot.reset(episode, need_expert, video_path)
+        rec["instruction"], rec["renderer"] = r["instruction"], r["renderer"]
+        while True:
+            batch = {"image": r["obs"]["image"][None], "wrist_image": r["obs"]["wrist_image"][None],
+                     "state": r["obs"]["state"][None], "instruction": [r["instruction"]],
+                     "slot": np.zeros(1, np.int64), "is_first": np.array([first]),
+                     "seed": np.array([episode["seed"]], np.int64), "index": np.array([episode["index"]], np.int64),
+                     "task": [episode["task"]], "split": [episode["split"]]}
+            if need_expert:
+                batch["expert_action"] = r["expert_action"][None]
+            action = policy_actions(policy, batch, act_ctx)[0]
+            first = False
+            r = slot.step(action)
+            rec["steps"] = r["steps"]
+            if r["success"] and rec["success_step"] is None:
+                rec["success"], rec["success_step"] = True, r["steps"]
+            if r["done"]:
+                rec["video"] = r["video"]
+                break
+            if time.monotonic() - t0 > episode_timeout_s:
+                raise TimeoutError(f"episode exceeded episode_timeout_s={episode_timeout_s:g}")
+    except Exception:
+        slot.drop_env()
+        rec.update(status="error", success=False, error=traceback.format_exc(limit=8))
+    rec["wall_s"] = round(time.monotonic() - t0, 3)
+    return rec
