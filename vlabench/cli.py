@@ -21,8 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "report": ("vlabench.report.report", "ReportConfig", "run", "tables, charts and paired tests from results"),
     "train": ("vlabench.train.loop", "", "run", "train a policy from a recipe (policies/*.toml)"),
     "vqa-gen": ("vlabench.models.vqa_data", "VQAGenConfig", "run", "generate co-training VQA data from scenes"),
-    "vqa-eval": ("vlabench.models.vqa_data", "VQAEvalConfig", "run_eval", "VQA accuracy of an RT-2 checkpoint"),
-    "imagine": ("vlabench.models.goal_image", "ImagineConfig", "run_imagine", "goal-image grid from a checkpoint"),
+    "vqa-eval": ("vlabench.models.vqa_data", "VQAEvalConfig", "run", "VQA accuracy of an RT-2 checkpoint"),
+    "imagine": ("vlabench.models.goal_imagine", "ImagineConfig", "run", "goal-image grid from a checkpoint"),
     "image-metrics": ("vlabench.models.image_metrics", "ImageMetricsConfig", "run", "PSNR/SSIM/FD of generated goals"),
 }
 
