@@ -60,7 +60,7 @@ class EvalConfig:
     """env worker processes (local backend) or Ray actors (ray backend)"""
     device: str = "cpu"
     """torch device of a learned policy: cpu, cuda, cuda:N or auto"""
-    out: Path = Path("results/smoke-expert")
+    out: Path = Path("runs/eval/smoke-expert")
     """results directory (results.json, episodes.jsonl, videos/); rerunning into it resumes"""
     bf16: bool = False
     """run the policy under bfloat16 autocast (learned policies)"""
