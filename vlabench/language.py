@@ -39,7 +39,54 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
                   "place the {obj} on the pad showing the {symbol}"),
         "heldout": ("drop the {obj} onto the pad marked with the {symbol}", "the {obj} goes on the {symbol} pad"),
     },
+    # The three reasoning families below exist only in their emergent split (relational, math, semantic),
+    # never in training; "train" is simply the phrasing set those splits use, "heldout" stays empty.
+    "relational": {
+        "train": ("pick up the {desc}", "grab the {desc}", "lift the {desc}"),
+        "heldout": (),
+    },
+    "math": {
+        "train": ("put the {obj} on the pad showing {expr}", "place the {obj} on the pad with {expr}",
+                  "move the {obj} to the pad that shows {expr}"),
+        "heldout": (),
+    },
+    "category": {
+        "train": ("pick up {cat}", "grab {cat}", "lift {cat}"),
+        "heldout": (),
+    },
 }
+
+RELATIONS: dict[str, tuple[str, ...]] = {
+    "left": ("object to the left of the {ref}", "object left of the {ref}"),
+    "right": ("object to the right of the {ref}", "object right of the {ref}"),
+    "nearest": ("object nearest to the {ref}", "object closest to the {ref}"),
+    "same_color": ("object with the same color as the {ref}", "object that has the same color as the {ref}"),
+    "biggest": ("biggest object", "largest object"),
+}
+"""Relation key -> phrasings of the referring expression (relational family). Left/right: the front camera's."""
+
+EXPRESSIONS: dict[str, tuple[str, ...]] = {
+    "add": ("the sum of {a} and {b}", "{a} plus {b}"),
+    "sub": ("{a} minus {b}", "the difference between {a} and {b}"),
+    "mul": ("{a} times {b}", "the product of {a} and {b}"),
+    "div": ("{a} divided by {b}",),
+}
+"""Arithmetic phrasings of a digit (math family); operands are written as numerals or number words."""
+
+CATEGORY_PHRASES: dict[str, str] = {
+    "the fruit": "fruit",
+    "the vegetable": "vegetable",
+    "the extinct animal": "extinct animal",
+    "something you can drink from": "drinkware",
+    "the tool": "tool",
+    "the bird": "bird",
+    "the stuffed animal": "stuffed animal",
+    "the game piece": "game piece",
+    "the citrus fruit": "citrus",
+    "the berry": "berry",
+    "something to eat": "food",
+}
+"""Category reference -> catalogue category (category family, ``semantic`` split)."""
 
 REGIONS = {"left side": "left", "right side": "right", "front": "front", "back": "back"}
 """Push targets: phrase -> region key. Left/right are the front camera's (the viewer's) left and right."""

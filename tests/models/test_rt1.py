@@ -62,7 +62,7 @@ def test_small_preset_shapes_loss_and_state_dict():
     torch.manual_seed(0)
     model = RT1Model(RT1Config(preset="small", text_encoder="hash"), STATS)
     batch = make_batch(B=2, T=6)
-    assert model.data_spec() == {"n_obs": 6, "horizon": 1, "goal_offset": None}
+    assert model.data_spec() == {"n_obs": 6, "horizon": 1, "goal_offset": None, "image_keys": ("image",)}
     logits = model(batch["image"], batch["instruction"])
     assert logits.shape == (2, 7, 256)
     loss, metrics = model.compute_loss(batch)

@@ -156,7 +156,7 @@ def test_config_validation(tmp_path):
 def test_constrained_decoding_always_valid(parallel):
     torch.manual_seed(0)
     model = RT2Model(tiny_cfg(parallel_decode=parallel), STATS)
-    assert model.data_spec() == {"n_obs": 1, "horizon": 1, "goal_offset": None}
+    assert model.data_spec() == {"n_obs": 1, "horizon": 1, "goal_offset": None, "image_keys": ("image",)}
     policy = RT2Policy(model, "cpu")
     policy.reset(3)
     obs = {"image": np.random.default_rng(0).integers(0, 256, (3, IMG, IMG, 3), dtype=np.uint8),

@@ -5,9 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from vlabench.experts.grasping import PickExpert, PlaceExpert, StackExpert
+from vlabench.experts.placing import NextToExpert, PadExpert, RegraspPickExpert
 from vlabench.experts.pushing import PushExpert
 
-EXPERTS = {"pick": PickExpert, "place": PlaceExpert, "stack": StackExpert, "push": PushExpert}
+EXPERTS = {"pick": PickExpert, "place": PlaceExpert, "stack": StackExpert, "push": PushExpert,
+           "next_to": NextToExpert, "pad": PadExpert, "math": PadExpert,
+           # The reasoning families only change which object is the target; grasping it is a pick.
+           "relational": RegraspPickExpert, "category": RegraspPickExpert}
 
 
 def make_expert(env, noise: float = 0.0, rng: np.random.Generator | None = None):

@@ -299,7 +299,8 @@ class DiffusionModel(nn.Module):
 
     def data_spec(self) -> dict:
         """DemoDataset kwargs for this model."""
-        return {"n_obs": self.cfg.n_obs_steps, "horizon": self.cfg.horizon, "goal_offset": None}
+        cams = ("image", "wrist_image") if self.cfg.use_wrist else ("image",)
+        return {"n_obs": self.cfg.n_obs_steps, "horizon": self.cfg.horizon, "goal_offset": None, "image_keys": cams}
 
 
 class DiffusionPolicy:

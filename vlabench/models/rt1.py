@@ -224,7 +224,7 @@ class RT1Model(nn.Module):
 
     def data_spec(self) -> dict:
         """DemoDataset kwargs: n_frames of history, the single next action."""
-        return {"n_obs": self.cfg.n_frames, "horizon": 1, "goal_offset": None}
+        return {"n_obs": self.cfg.n_frames, "horizon": 1, "goal_offset": None, "image_keys": ("image",)}
 
 
 class RT1Policy:

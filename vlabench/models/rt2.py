@@ -173,7 +173,7 @@ class RT2Model(nn.Module):
                              "or set cotrain_ratio = 0")
 
     def data_spec(self) -> dict:
-        return {"n_obs": 1, "horizon": 1, "goal_offset": None}
+        return {"n_obs": 1, "horizon": 1, "goal_offset": None, "image_keys": ("image",)}
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device

@@ -3,6 +3,7 @@ and containers. ``held_out`` names and colour/shape pairs form the unseen splits
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from vlabench.sim.objects import ObjectSpec, Part
@@ -155,3 +156,41 @@ def get(name: str) -> ObjectSpec:
         return CATALOG[name]
     except KeyError:
         raise ValueError(f"unknown object {name!r}; known: {', '.join(sorted(CATALOG))}") from None
+
+
+def volume(spec: ObjectSpec) -> float:
+    """Approximate volume (m^3) of a compound object: the sum of its parts (overlaps counted twice,
+    which is negligible for the catalogue's shapes). Mesh objects have no parts and raise ValueError."""
+    if not spec.parts:
+        raise ValueError(f"object {spec.name!r} is a mesh; volume() needs a compound of primitive parts")
+    total = 0.0
+    for part in spec.parts:
+        s = part.size
+        if part.shape == "box":
+            total += 8 * s[0] * s[1] * s[2]
+        elif part.shape == "sphere":
+            total += 4 / 3 * math.pi * s[0] ** 3
+        elif part.shape == "cylinder":
+            total += math.pi * s[0] ** 2 * s[1]
+        else:  # capsule: cylinder plus two half spheres
+            total += math.pi * s[0] ** 2 * s[1] + 4 / 3 * math.pi * s[0] ** 3
+    return total
+
+
+def colorfast(spec: ObjectSpec) -> bool:
+    """Whether the rendered object really shows its ``color`` (compound objects and tinted meshes);
+    textured meshes (duck, mug, ...) look like their texture, so colour relations skip them."""
+    return not spec.urdf or spec.tint
+
+
+def scaled(spec: ObjectSpec, factor: float, prefix: str = "big") -> ObjectSpec:
+    """A uniformly scaled copy of a compound object, named ``"{prefix} {name}"``. Not in CATALOG: the
+    relational family's "biggest" scenes create it on demand, so core tasks never sample it."""
+    if not spec.parts:
+        raise ValueError(f"object {spec.name!r} is a mesh; only compound objects can be scaled")
+    parts = tuple(dataclasses.replace(pt, size=tuple(v * factor for v in pt.size),
+                                      offset=tuple(v * factor for v in pt.offset)) for pt in spec.parts)
+    return dataclasses.replace(
+        spec, name=f"{prefix} {spec.name}", synonyms=tuple(f"{prefix} {x}" for x in spec.synonyms), size="large",
+        parts=parts, height=spec.height * factor, radius=spec.radius * factor, mass=spec.mass * 1.25,
+        grasp_height=None if spec.grasp_height is None else spec.grasp_height * factor, extra=dict(spec.extra))
