@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tyro.conf import Positional
+
 # name -> (module, config class, run function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "tasks": ("vlabench.cli", "TasksConfig", "run_tasks", "list task families, their splits and example instructions"),
@@ -54,7 +56,7 @@ class RenderConfig:
 
 @dataclass
 class SuiteShowConfig:
-    path: Path = Path("envs/smoke.toml")
+    path: Positional[Path] = Path("envs/smoke.toml")
     """Suite file."""
 
 

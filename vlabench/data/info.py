@@ -6,6 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from tyro.conf import Positional
+
 from vlabench.data.manifest import PENDING_DIR, load_manifest, manifest_episodes
 from vlabench.data.stats import ensure_stats, format_stats_table
 
@@ -14,7 +16,7 @@ from vlabench.data.stats import ensure_stats, format_stats_table
 class DataInfoConfig:
     """Summarize a demo dataset directory."""
 
-    data: Path
+    data: Positional[Path]
     """Demo dataset directory (shards written by `vlabench collect`)."""
     skip_bad: bool = False
     """Skip unreadable shards with a warning instead of failing on the first one."""

@@ -43,6 +43,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tyro.conf import Positional
+
 import h5py
 import numpy as np
 import pyarrow as pa
@@ -263,7 +265,7 @@ EXPORT_FORMATS = {"lerobot": export_lerobot}
 class ExportConfig:
     """Export a demo dataset to another format."""
 
-    data: Path
+    data: Positional[Path]
     """Demo dataset directory (shards written by `vlabench collect`)."""
     out: Path
     """Output directory; replaced as a whole if it exists and overwrite is set."""

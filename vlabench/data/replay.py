@@ -12,12 +12,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tyro.conf import Positional
+
 import numpy as np
 
 
 @dataclass
 class ReplayConfig:
-    data: Path
+    data: Positional[Path]
     """Dataset directory."""
     episode: int = 0
     """Episode number in the dataset's global order (see ``vlabench data info``)."""

@@ -19,6 +19,8 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tyro.conf import Positional
 from typing import Any
 
 from vlabench.eval.metrics import summarize
@@ -32,7 +34,7 @@ RESULTS_SCHEMA_VERSION = 1
 class ReportConfig:
     """Build a success-rate report from evaluation results directories."""
 
-    runs: list[Path] = field(default_factory=list)
+    runs: Positional[list[Path]] = field(default_factory=list)
     """results directories to report, each holding results.json and episodes.jsonl (one per policy run)"""
     out: Path = Path("results/REPORT.md")
     """markdown report path; CSVs and PNGs are written beside it, prefixed with its stem"""
