@@ -42,8 +42,8 @@ class RenderConfig:
     """Episode seed."""
     out: Path = Path("frame.png")
     """PNG to write."""
-    split: str = "seen"
-    """Split to sample the scene from."""
+    split: str | None = None
+    """Split to sample the scene from (default: seen, or the family's only split)."""
     image_size: int = 256
     """Front camera resolution."""
     wrist: bool = False
@@ -83,15 +83,18 @@ def run_render(cfg: RenderConfig) -> Path:
     img = np.concatenate([obs["image"], obs["wrist_image"]], axis=1) if cfg.wrist else obs["image"]
     pil = Image.fromarray(img)
     if cfg.caption:
-        canvas = Image.new("RGB", (pil.width, pil.height + 22), "white")
+        import textwrap
+
+        lines = textwrap.wrap(obs["instruction"], width=max(10, pil.width // 6))
+        canvas = Image.new("RGB", (pil.width, pil.height + 6 + 12 * len(lines)), "white")
         canvas.paste(pil, (0, 0))
-        ImageDraw.Draw(canvas).text((4, pil.height + 5), obs["instruction"], fill="black")
+        ImageDraw.Draw(canvas).multiline_text((4, pil.height + 3), "\n".join(lines), fill="black", spacing=1)
         pil = canvas
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = cfg.out.with_name(cfg.out.name + ".tmp")
     pil.save(tmp, format="PNG")
     tmp.replace(cfg.out)
-    print(f"{cfg.out}: {obs['instruction']!r} (task {cfg.task}, split {cfg.split}, seed {cfg.seed}, "
+    print(f"{cfg.out}: {obs['instruction']!r} (task {cfg.task}, split {info['split']}, seed {cfg.seed}, "
           f"renderer {info['renderer']})")
     return cfg.out
 

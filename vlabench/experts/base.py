@@ -48,6 +48,37 @@ def grasp_yaw(obj_yaw: float, spec, hand_yaw: float) -> float:
     return axis + k * sym
 
 
+MAX_SPAN = 0.072
+"""Widest object extent (m) the open fingers (8 cm) can straddle with a little room to spare."""
+
+
+def span(spec, angle: float) -> float:
+    """Extent (m) of a compound object along direction ``angle`` of its base frame (0 for meshes:
+    unknown). Parts are sampled on their surfaces, which is exact enough for the catalogue's shapes."""
+    pts = []
+    for part in spec.parts:
+        rot = np.asarray(p.getMatrixFromQuaternion(p.getQuaternionFromEuler(part.euler))).reshape(3, 3)
+        if part.shape == "box":
+            hx, hy, hz = part.size
+            local = [(sx * hx, sy * hy, sz * hz) for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]
+        else:
+            r = part.size[0]
+            half = 0.0 if part.shape == "sphere" else part.size[1] / 2 + (r if part.shape == "capsule" else 0.0)
+            ring = [(r * math.cos(t), r * math.sin(t)) for t in np.linspace(0, 2 * math.pi, 16, endpoint=False)]
+            local = [(x, y, z) for x, y in ring for z in (-half, 0.0, half)]
+        pts += [rot @ np.asarray(q) + np.asarray(part.offset) for q in local]
+    if not pts:
+        return 0.0
+    proj = np.asarray(pts)[:, :2] @ np.array([math.cos(angle), math.sin(angle)])
+    return float(proj.max() - proj.min())
+
+
+def half_turn(yaw: float) -> float:
+    """The equivalent hand yaw in [-pi/2, pi/2] (the hand is symmetric under a half turn), far from joint limits."""
+    yaw = wrap(yaw)
+    return yaw - math.pi if yaw > math.pi / 2 else yaw + math.pi if yaw < -math.pi / 2 else yaw
+
+
 class WaypointExpert:
     """Follows a list of waypoints produced by ``plan``; subclasses re-plan from privileged state."""
 

@@ -74,11 +74,15 @@ def _named() -> list[ObjectSpec]:
         s("dinosaur", "green", ("animal", "extinct animal", "toy", "reptile"), ("dino", "t-rex"), "medium",
           (Part("box", (0.028, 0.014, 0.016), (0, 0, 0.03)), Part("box", (0.012, 0.01, 0.012), (0.036, 0, 0.055)),
            Part("box", (0.02, 0.006, 0.006), (-0.042, 0, 0.03)), Part("box", (0.006, 0.012, 0.008), (0.015, 0, 0.008)),
-           Part("box", (0.006, 0.012, 0.008), (-0.015, 0, 0.008))), height=0.067, radius=0.055, grasp_height=0.03),
+           Part("box", (0.006, 0.012, 0.008), (-0.015, 0, 0.008))), height=0.067, radius=0.055, grasp_height=0.03,
+          # Long along x (~11 cm nose to tail), ~3 cm across: the fingers must close across y, never lengthwise.
+          grasp_yaw_symmetry=math.pi, extra={"grasp_axis": math.pi / 2}),
         s("mammoth", "brown", ("animal", "extinct animal", "toy", "mammal"), ("woolly mammoth",), "medium",
           (Part("box", (0.03, 0.016, 0.018), (0, 0, 0.034)), Part("box", (0.012, 0.012, 0.012), (0.038, 0, 0.045)),
            Part("capsule", (0.005, 0.02), (0.05, 0, 0.025), "gray"), Part("box", (0.007, 0.014, 0.008), (0.018, 0, 0.008)),
-           Part("box", (0.007, 0.014, 0.008), (-0.018, 0, 0.008))), height=0.057, radius=0.055, grasp_height=0.034),
+           Part("box", (0.007, 0.014, 0.008), (-0.018, 0, 0.008))), height=0.057, radius=0.055, grasp_height=0.034,
+          # Long along x (~8.5 cm tail to trunk), ~3 cm across: straddled lengthwise it wedges in the fingers.
+          grasp_yaw_symmetry=math.pi, extra={"grasp_axis": math.pi / 2}),
         s("duck", "yellow", ("animal", "bird", "toy"), ("rubber duck", "duckling"), "medium",
           urdf="duck_vhacd.urdf", scale=0.6, height=0.04, radius=0.035, grasp_height=0.02, mass=0.06,
           grasp_yaw_symmetry=math.pi),

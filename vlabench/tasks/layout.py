@@ -1,4 +1,4 @@
-"""Scene-building helpers shared by the emergent task families (next_to, pad, relational, math, category)."""
+"""Scene-building helpers shared by the emergent task families (next_to, pad, relational, math, category) and push."""
 
 from __future__ import annotations
 
@@ -18,15 +18,17 @@ PAD_YAW_JITTER = 0.25
 
 
 def place_retry(rng: np.random.Generator, specs: list[ObjectSpec], attempts: int = 30, margin: float = 0.015,
-                accept=None, droppable: int = 0) -> list[tuple[float, float]]:
+                accept=None, droppable: int = 0,
+                fixed: dict[int, tuple[float, float]] | None = None) -> list[tuple[float, float]]:
     """``place`` until it fits and ``accept(xys)`` (if given) holds. Every attempt draws from ``rng``, so
     the result is still a function of the seed. When ``attempts`` fail, up to ``droppable`` trailing specs
     (distractors) are dropped one at a time, so the result may be shorter than ``specs``: callers keep
-    ``specs[:len(xys)]``. Raises RuntimeError naming the specs when even that does not fit."""
+    ``specs[:len(xys)]``. ``fixed`` pins leading indices as in ``place`` (never dropped: keep them
+    before the droppable tail). Raises RuntimeError naming the specs when even that does not fit."""
     for n in range(len(specs), len(specs) - droppable - 1, -1):
         for _ in range(attempts):
             try:
-                xys = place(rng, specs[:n], margin=margin)
+                xys = place(rng, specs[:n], fixed=fixed, margin=margin)
             except RuntimeError:
                 continue
             if accept is None or accept(xys):

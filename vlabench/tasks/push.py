@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from vlabench.language import REGIONS, Split, instruction, refer
-from vlabench.tasks.base import Scene, SceneObject, background_for, choose_distractors, object_pool, pick, place
+from vlabench.tasks.base import Scene, SceneObject, background_for, choose_distractors, object_pool, pick
+from vlabench.tasks.layout import place_retry
 from vlabench.tasks.task import Task, pos
 
 REGION_TESTS = {
@@ -33,8 +34,11 @@ class PushTask(Task):
         start = (float(rng.uniform(0.46, 0.54)), float(rng.uniform(-0.06, 0.06)))
         others = choose_distractors(rng, split, [target])
         specs = [target] + others
-        # Keep distractors out of the target's path: they are placed away from the centre strip.
-        xys = place(rng, specs, fixed={0: start}, margin=0.05)
+        # Keep distractors out of the target's path: they are placed away from the centre strip. Scene
+        # sampling must never fail, so distractors that do not fit are dropped (the first attempt draws
+        # exactly what a plain ``place`` would, so scenes that fit are unchanged).
+        xys = place_retry(rng, specs, margin=0.05, droppable=len(others), fixed={0: start})
+        specs = specs[:len(xys)]
         objects = [SceneObject(s, "target" if i == 0 else "distractor", xy, float(rng.uniform(-0.4, 0.4)))
                    for i, (s, xy) in enumerate(zip(specs, xys))]
         text = instruction("push", split.phrasing, rng, obj=refer(target.name, target.synonyms, rng), region=phrase)
