@@ -127,7 +127,7 @@ def test_observation_contract_and_extras():
     assert obs["wrist_image"].shape == (64, 64, 3)
     assert obs["state"].shape == (8,) and obs["state"].dtype == np.float32
     assert obs["depth"].shape == (256, 256) and 0.1 < float(obs["depth"].min()) < float(obs["depth"].max()) < 3.0
-    assert len(np.unique(obs["segmentation"])) >= 4  # table, robot, floor, objects
+    assert len(np.unique(obs["segmentation"])) >= 4  # table, backdrop, robot, objects
     assert info["renderer"] == "tiny" and isinstance(info["success"], bool)
     assert 0.07 < obs["state"][7] <= 0.081  # gripper starts open
     env.close()
