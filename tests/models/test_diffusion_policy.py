@@ -126,7 +126,8 @@ def test_compute_loss_and_data_spec():
     loss, info = model.compute_loss(make_batch())
     assert loss.ndim == 0 and torch.isfinite(loss) and info["loss"] == pytest.approx(loss.item())
     loss.backward()
-    assert model.data_spec() == {"n_obs": 2, "horizon": 16, "goal_offset": None}
+    assert model.data_spec() == {"n_obs": 2, "horizon": 16, "goal_offset": None,
+                                 "image_keys": ("image", "wrist_image")}
     with pytest.raises(ValueError, match="action must be"):
         model.compute_loss({**make_batch(), "action": torch.zeros(4, 8, 7)})
     masked = tiny_model(mask_padded_actions=True)
