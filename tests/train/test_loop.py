@@ -258,3 +258,12 @@ def test_real_demo_dataset(tiny, tmp_path):
     assert len(info["val_episodes"]) == 1 and info["val_episode_keys"][0][0] == "pick"
     assert json.loads((out / "stats.json").read_text()) == json.loads((root / "stats.json").read_text())
     assert sorted(_losses(tmp_path / "run", "val_loss")) == [2, 4]
+
+
+def test_preset_override_resizes_configs_that_fill_presets_eagerly():
+    # DiffusionConfig fills preset fields at construction; --model.preset must still change them.
+    *_, model_cfg, _ = parse_train_args(["--recipe", "policies/diffusion.toml", "--data", "d", "--out", "o",
+                                         "--model.preset", "small"])
+    assert model_cfg.preset == "small" and tuple(model_cfg.down_dims) == (64, 128, 256)
+    *_, base_cfg, _ = parse_train_args(["--recipe", "policies/diffusion.toml", "--data", "d", "--out", "o"])
+    assert tuple(base_cfg.down_dims) == (256, 512, 1024)

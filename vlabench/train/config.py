@@ -145,11 +145,12 @@ def config_from_dict(cls: type, data: dict[str, Any], where: str = "config") -> 
     return cls(**kwargs)
 
 
-def load_recipe(path: str | Path) -> tuple[str, Any, TrainConfig]:
+def load_recipe(path: str | Path, preset: str | None = None) -> tuple[str, Any, TrainConfig]:
     """Read a policy recipe TOML into ``(model_name, model_cfg, train_cfg)``.
 
-    ``model_cfg`` is an instance of ``registry.get_spec(model_name).config_cls``. Unknown tables or keys
-    raise ValueError naming the file, the key and the valid keys.
+    ``model_cfg`` is an instance of ``registry.get_spec(model_name).config_cls``. ``preset`` replaces the
+    recipe's ``[model] preset`` before the config is built, so fields the recipe leaves out take the
+    new preset's values. Unknown tables or keys raise ValueError naming the file, the key and the valid keys.
     """
     from vlabench.models import registry
 
@@ -180,6 +181,8 @@ def load_recipe(path: str | Path) -> tuple[str, Any, TrainConfig]:
         spec = registry.get_spec(name)
     except ValueError as e:
         raise ValueError(f"recipe {path}: {e}") from e
+    if preset is not None:
+        table["preset"] = preset
     model_cfg = config_from_dict(spec.config_cls, table, f"recipe {path} [model]")
     train_table = doc.get("train", {})
     if not isinstance(train_table, dict):
@@ -200,11 +203,14 @@ def parse_train_args(argv: Sequence[str] | None) -> tuple[Path, Path, Path, bool
     argv = list(argv) if argv is not None else []
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--recipe", type=Path)
+    pre.add_argument("--model.preset", dest="preset")
     known, _ = pre.parse_known_args(argv)
     if known.recipe is None:
         raise SystemExit("vlabench train: --recipe is required, e.g. --recipe policies/rt1.toml "
                          "(then --data DIR --out DIR and optional --model.* / --train.* overrides)")
-    name, model_cfg, train_cfg = load_recipe(known.recipe)
+    # Build the defaults for the preset asked for: configs that fill preset fields at construction
+    # would otherwise keep the recipe's preset values when only --model.preset changes.
+    name, model_cfg, train_cfg = load_recipe(known.recipe, preset=known.preset)
 
     def arg(help_: str) -> Any:
         return tyro.conf.arg(help=help_)
