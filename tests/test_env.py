@@ -155,3 +155,48 @@ def test_expert_solves_a_few_seeds(task):
         wins += info["success"]
     env.close()
     assert wins == 3
+
+
+def test_objects_and_distractors_options_narrow_the_cell():
+    names = ["red ball", "blue cylinder"]
+    env = TabletopEnv("pick", objects=names, distractors=(0, 0), image_size=32, wrist_size=16)
+    seen = set()
+    for seed in range(12):
+        env.reset(seed=seed)
+        assert len(env.scene.objects) == 1  # no distractors
+        seen.add(env.scene.objects[0].spec.name)
+    assert seen == set(names)
+    env.close()
+    # the options survive pickling (eval workers rebuild envs from their constructor arguments)
+    clone = pickle.loads(pickle.dumps(TabletopEnv("pick", objects=names, distractors=(2, 2), image_size=32,
+                                                  wrist_size=16)))
+    clone.reset(seed=0)
+    assert len(clone.scene.objects) == 3
+    clone.close()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(task="pick", objects=["zebra"]), "not targets of split 'seen'; valid: apple"),
+    (dict(task="push", objects=["red ball"]), "finds no target"),
+    (dict(task="category", split="semantic", objects=["apple"]), "does not draw its target"),
+    (dict(task="pick", distractors=(3, 1)), "0 <= lo <= hi"),
+])
+def test_objects_and_distractors_options_refuse_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TabletopEnv(**kwargs)
+
+
+def test_front_fov_zooms_the_front_camera():
+    from vlabench.sim import camera
+
+    point = np.array([[0.5, 0.15, 0.0]])
+    wide, narrow = camera.project_to_front(point, 96)[0], camera.project_to_front(point, 96, fov=35.0)[0]
+    assert abs(narrow[0] - 48) > 1.3 * abs(wide[0] - 48)  # the same point lands further from the centre
+    env = TabletopEnv("pick", front_fov=35.0, image_size=96, wrist_size=16, objects=["red ball"], distractors=(0, 0))
+    env.reset(seed=0)
+    u, v = (int(c) for c in env.scene_info()["objects"][0]["pixel"])
+    seg = env._front(seg=True).segmentation & ((1 << 24) - 1)
+    assert env.scene.objects[0].body in seg[v - 1:v + 2, u - 1:u + 2]  # the projection agrees with the zoomed render
+    env.close()
+    with pytest.raises(ValueError, match="front_fov"):
+        TabletopEnv("pick", front_fov=5.0)

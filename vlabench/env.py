@@ -16,6 +16,7 @@ Contract (DESIGN.md):
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from typing import Any
 
@@ -24,16 +25,43 @@ import numpy as np
 import pybullet as p
 from gymnasium import spaces
 
-from vlabench.language import get_split
+from vlabench.language import Split, get_split
 from vlabench.sim import camera
 from vlabench.sim import constants as C
 from vlabench.sim.objects import spawn
 from vlabench.sim.world import World
 from vlabench.tasks import TASKS, get_task
+from vlabench.tasks.base import object_pool
 
 CHARSET = string.ascii_letters + string.digits + " ,.?!'-+=*/()"
 """Characters an instruction may contain (the Text space's charset)."""
 MAX_IMAGE_SIZE = 512
+
+
+def narrow(split: Split, task, objects: list[str] | None, distractors: tuple[int, int] | None) -> Split:
+    """``split`` restricted to the target ``objects`` (catalogue names from the split's own pool) and with
+    its distractor range replaced: easier variants of a cell, e.g. for CPU-sized training demos. Families
+    that need a fixed amount of clutter (relational, category, ...) keep their own distractor counts."""
+    if distractors is not None:
+        if (len(distractors) != 2 or not all(isinstance(d, (int, np.integer)) for d in distractors)
+                or not 0 <= distractors[0] <= distractors[1]):
+            raise ValueError(f"distractors must be [lo, hi] with 0 <= lo <= hi, got {distractors!r}")
+        split = dataclasses.replace(split, distractors=(int(distractors[0]), int(distractors[1])))
+    if objects:
+        valid = sorted(s.name for s in object_pool(split))
+        unknown = [o for o in objects if o not in valid]
+        if unknown:
+            raise ValueError(f"objects {unknown} are not targets of split {split.name!r}; valid: {', '.join(valid)}")
+        split = dataclasses.replace(split, only=tuple(objects))
+        try:  # family-specific filters (size, shape family) may leave no target
+            scene = task.sample(np.random.default_rng(0), split)
+        except (ValueError, IndexError, RuntimeError) as e:
+            raise ValueError(f"task {task.name!r} finds no target among objects {list(objects)}: {e}") from None
+        targets = [o.spec.name for o in scene.objects if o.role == "target"]
+        if not targets or targets[0] not in objects:
+            raise ValueError(f"task {task.name!r} does not draw its target from the split's pool, so the objects "
+                             "option cannot apply to it")
+    return split
 
 
 class TabletopEnv(gym.Env):
@@ -44,7 +72,8 @@ class TabletopEnv(gym.Env):
     def __init__(self, task: str = "pick", split: str | None = None, image_size: int = 128, wrist_size: int = 84,
                  renderer: str = "tiny", max_steps: int | None = None, depth: bool = False,
                  segmentation: bool = False, terminate_on_success: bool = True,
-                 render_mode: str | None = "rgb_array") -> None:
+                 render_mode: str | None = "rgb_array", objects: list[str] | None = None,
+                 distractors: tuple[int, int] | None = None, front_fov: float = camera.FRONT_FOV) -> None:
         self.task = get_task(task)
         if split is None:
             # "seen" where the family has it; the reasoning families (relational, math, category) exist
@@ -53,7 +82,7 @@ class TabletopEnv(gym.Env):
         if split not in self.task.splits:
             get_split(split)  # unknown split names get the full list of splits
             raise ValueError(f"task {task!r} has no split {split!r}; its splits: {', '.join(self.task.splits)}")
-        self.split = get_split(split)
+        self.split = narrow(get_split(split), self.task, objects, distractors)
         for name, size in (("image_size", image_size), ("wrist_size", wrist_size)):
             if not isinstance(size, (int, np.integer)) or not 16 <= size <= MAX_IMAGE_SIZE:
                 raise ValueError(f"{name} must be an int in [16, {MAX_IMAGE_SIZE}], got {size!r}")
@@ -61,7 +90,11 @@ class TabletopEnv(gym.Env):
             raise ValueError(f"unknown render_mode {render_mode!r}; valid: rgb_array, None")
         self.kwargs = dict(task=task, split=split, image_size=image_size, wrist_size=wrist_size, renderer=renderer,
                            max_steps=max_steps, depth=depth, segmentation=segmentation,
-                           terminate_on_success=terminate_on_success)
+                           terminate_on_success=terminate_on_success, objects=objects, distractors=distractors,
+                           front_fov=front_fov)
+        if not isinstance(front_fov, (int, float)) or not 20.0 <= front_fov <= 90.0:
+            raise ValueError(f"front_fov must be a number of degrees in [20, 90], got {front_fov!r}")
+        self.front_fov = float(front_fov)
         self.image_size, self.wrist_size = int(image_size), int(wrist_size)
         self.max_steps = int(max_steps or self.task.max_steps)
         self.depth, self.segmentation = depth, segmentation
@@ -151,7 +184,7 @@ class TabletopEnv(gym.Env):
     def scene_info(self) -> dict:
         """Objects with names, colours, sizes, categories, positions, kinds and front-image pixels."""
         poses = self.object_poses()
-        pixels = camera.project_to_front(poses[:, :3], self.image_size)
+        pixels = camera.project_to_front(poses[:, :3], self.image_size, self.front_fov)
         objs = [{"name": o.spec.name, "color": o.spec.color, "size": o.spec.size,
                  "categories": list(o.spec.categories), "position": poses[i, :3].tolist(),
                  "pixel": pixels[i].tolist(), "kind": "pad" if o.role == "pad" else o.spec.kind,
@@ -161,7 +194,7 @@ class TabletopEnv(gym.Env):
     # -- internals ----------------------------------------------------------------------------
     def _front(self, depth: bool = False, seg: bool = False) -> camera.Frame:
         bg = self.scene.background
-        return camera.render(self.world.client, self.image_size, camera.front_view(), camera.FRONT_FOV,
+        return camera.render(self.world.client, self.image_size, camera.front_view(), self.front_fov,
                              self.world.render_flag, depth, seg, bg.light_dir, bg.light_color)
 
     def _obs(self) -> dict[str, Any]:

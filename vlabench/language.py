@@ -111,6 +111,8 @@ class Split:
     """train | heldout instruction templates."""
     symbols: str = "seen"
     """seen | heldout symbol pads (pad tasks)."""
+    only: tuple[str, ...] = ()
+    """If set, target objects are restricted to these catalogue names (the env option ``objects``)."""
 
 
 SPLITS: dict[str, Split] = {

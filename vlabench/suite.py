@@ -40,7 +40,8 @@ TRAIN_SEEDS = (0, 1_000_000)
 EVAL_SEEDS = (1_000_000, 2_000_000)
 """Half-open seed range reserved for evaluation."""
 KINDS = {"train": TRAIN_SEEDS, "eval": EVAL_SEEDS}
-ENV_OPTIONS = ("image_size", "wrist_size", "renderer", "max_steps", "depth", "segmentation")
+ENV_OPTIONS = ("image_size", "wrist_size", "renderer", "max_steps", "depth", "segmentation", "objects", "distractors",
+               "front_fov")
 
 
 class SuiteError(ValueError):

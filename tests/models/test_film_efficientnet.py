@@ -90,3 +90,17 @@ def test_packaged_lite0_weights_load_with_every_shape_checked():
         f_rnd = rnd(rnd.normalize(img), cond)
     assert f_pre.shape == (1, 32, 4, 4)
     assert (f_pre - f_rnd).abs().mean() > 0.1 * f_rnd.abs().mean()
+
+
+@pytest.mark.parametrize("stride, side", [(16, 6), (8, 12)])
+def test_feature_stride_gives_a_finer_map_and_trains_every_parameter(stride, side):
+    net = FilmEfficientNet("tiny", cond_dim=8, token_dim=16, feature_stride=stride)
+    out = net(torch.randn(2, 3, 96, 96), torch.randn(2, 8))
+    assert out.shape == (2, 16, side, side)
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in net.parameters())  # the unused tail was dropped, not left idle
+
+
+def test_feature_stride_rejects_other_values():
+    with pytest.raises(ValueError, match="feature_stride must be 8, 16 or 32"):
+        FilmEfficientNet("tiny", cond_dim=8, token_dim=16, feature_stride=4)

@@ -226,3 +226,13 @@ def test_save_load_round_trip_gives_identical_actions(tmp_path):
         acts = [p.act(obs) for p in policies]
         np.testing.assert_array_equal(acts[0], acts[1])
         np.testing.assert_array_equal(acts[0], acts[2])
+
+
+def test_spatial_position_codes_tell_every_cell_apart():
+    from vlabench.models.rt1 import sincos_2d
+
+    codes = sincos_2d(16, 3, 4)
+    assert codes.shape == (16, 3, 4)
+    flat = codes.flatten(1).T  # (12 cells, 16)
+    dists = torch.cdist(flat, flat) + torch.eye(12) * 1e3
+    assert dists.min() > 0.1  # no two cells share a code

@@ -118,6 +118,8 @@ class FilmEfficientNet(nn.Module):
         token_dim: output channels.
         pretrained: lite0 only: load the packaged ImageNet weights.
         weights_path: optional local state dict for the backbone (timm key names, or positional).
+        feature_stride: 32 keeps the whole network (EfficientNet's head included); 16 or 8 stop after
+            the last stage at that stride, for a finer map from small images (the head is skipped).
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class FilmEfficientNet(nn.Module):
         token_dim: int = 512,
         pretrained: bool = False,
         weights_path: str | os.PathLike | None = None,
+        feature_stride: int = 32,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
@@ -150,10 +153,24 @@ class FilmEfficientNet(nn.Module):
                 self.n_loaded = load_positional(net, sd, f"backbone weights {weights_path}")
         elif pretrained:
             self.n_loaded = load_lite0_imagenet(net)
+        if feature_stride not in (8, 16, 32):
+            raise ValueError(f"feature_stride must be 8, 16 or 32, got {feature_stride}")
         net.reset_classifier(0)  # the ImageNet head is unused; drop its parameters
         self.net = net
-        self.films = nn.ModuleList(FiLM(cond_dim, c) for c in self._block_channels())
-        self.proj = nn.Conv2d(net.num_features, token_dim, kernel_size=1, bias=False)
+        chans, strides = self._block_shapes()
+        self.n_blocks = max(i + 1 for i, st in enumerate(strides) if st <= feature_stride)
+        self.use_head = feature_stride == 32
+        if not self.use_head:  # drop the unused tail, so every parameter gets a gradient (DDP needs that)
+            kept, left = [], self.n_blocks
+            for stage in self.net.blocks:
+                if left > 0:
+                    kept.append(stage[:left])
+                    left -= len(stage)
+            self.net.blocks = nn.Sequential(*kept)
+            self.net.conv_head, self.net.bn2 = nn.Identity(), nn.Identity()
+        self.films = nn.ModuleList(FiLM(cond_dim, c) for c in chans[: self.n_blocks])
+        self.proj = nn.Conv2d(net.num_features if self.use_head else chans[self.n_blocks - 1], token_dim,
+                              kernel_size=1, bias=False)
         self.final_film = FiLM(cond_dim, token_dim)
         mean, std = _INPUT_NORM[backbone]
         self.register_buffer("input_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -162,18 +179,19 @@ class FilmEfficientNet(nn.Module):
         self.cond_dim = cond_dim
 
     @torch.no_grad()
-    def _block_channels(self) -> list[int]:
-        """Output channels of each MBConv block, found by a dry run (eval mode: BN stats untouched)."""
+    def _block_shapes(self) -> tuple[list[int], list[int]]:
+        """Output channels and stride of each MBConv block, found by a dry run (eval mode: BN stats untouched)."""
         was_training = self.net.training
         self.net.eval()
         x = self.net.bn1(self.net.conv_stem(torch.zeros(1, 3, 64, 64)))
-        chans = []
+        chans, strides = [], []
         for stage in self.net.blocks:
             for block in stage:
                 x = block(x)
                 chans.append(x.shape[1])
+                strides.append(64 // x.shape[-1])
         self.net.train(was_training)
-        return chans
+        return chans, strides
 
     def normalize(self, images01: torch.Tensor) -> torch.Tensor:
         """Float images in [0, 1] ``(B, 3, H, W)`` -> the backbone's expected input scaling."""
@@ -182,7 +200,7 @@ class FilmEfficientNet(nn.Module):
     def forward(self, images: torch.Tensor, cond: torch.Tensor, use_film: bool = True) -> torch.Tensor:
         """images ``(B, 3, H, W)`` float, already ``normalize``d; cond ``(B, cond_dim)``.
 
-        Returns the feature map ``(B, token_dim, H/32, W/32)``. ``use_film=False`` skips every FiLM
+        Returns the feature map ``(B, token_dim, H/stride, W/stride)``. ``use_film=False`` skips every FiLM
         (for tests: at init both paths agree exactly).
         """
         if images.ndim != 4 or images.shape[1] != 3:
@@ -190,12 +208,10 @@ class FilmEfficientNet(nn.Module):
         if cond.shape != (images.shape[0], self.cond_dim):
             raise ValueError(f"cond must be ({images.shape[0]}, {self.cond_dim}), got {tuple(cond.shape)}")
         x = self.net.bn1(self.net.conv_stem(images))
-        i = 0
-        for stage in self.net.blocks:
-            for block in stage:
-                x = block(x)
-                if use_film:
-                    x = self.films[i](x, cond)
-                i += 1
+        blocks = [block for stage in self.net.blocks for block in stage]
+        for block, film in zip(blocks, self.films):
+            x = block(x)
+            if use_film:
+                x = film(x, cond)
         x = self.proj(self.net.bn2(self.net.conv_head(x)))
         return self.final_film(x, cond) if use_film else x

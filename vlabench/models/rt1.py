@@ -42,9 +42,11 @@ from vlabench.models.token_learner import TokenLearner
 
 PRESETS: dict[str, dict] = {
     # RT-1 paper sizes (8 layers, width 512, 8 heads, dropout 0.1) on a pretrained Lite0 at 224 px.
-    "base": dict(n_layers=8, d_model=512, n_heads=8, dropout=0.1, image_size=224, backbone="lite0", pretrained=True),
+    "base": dict(n_layers=8, d_model=512, n_heads=8, dropout=0.1, image_size=224, backbone="lite0", pretrained=True,
+                 feature_stride=32),
     # Small enough to train a few hundred steps on a laptop CPU.
-    "small": dict(n_layers=2, d_model=128, n_heads=4, dropout=0.0, image_size=96, backbone="tiny", pretrained=False),
+    "small": dict(n_layers=2, d_model=128, n_heads=4, dropout=0.0, image_size=96, backbone="tiny", pretrained=False,
+                  feature_stride=16),
 }
 # The sentence encoder always runs on CPU: with the per-string cache it costs one forward per distinct
 # instruction, it is bit-identical between training and evaluation machines, and only one copy is held.
@@ -83,6 +85,12 @@ class RT1Config:
     """Sentence encoder: None = packaged all-MiniLM-L6-v2, a local model path, or "hash" (tests only)."""
     crop_scale: float = 0.9
     """Crop side as a fraction of the image side: random position in training, centred at eval (1.0 = no crop)."""
+    feature_stride: int | None = None
+    """Stride of the image feature map (base 32: the whole EfficientNet; small 16: a 6x6 map at 96 px)."""
+    spatial_pos: bool = True
+    """Add fixed 2-D sine-cosine position codes to the feature map before TokenLearner, so tokens say
+    where they looked. RT-1 relies on position leaking through padding of a 9x9 map; at CPU sizes the
+    map is 3x3, and without the codes a small model learns an open-loop, time-indexed trajectory."""
 
     def __post_init__(self) -> None:
         # Validate at construction (recipe / CLI parse time) but keep None fields unresolved, so that
@@ -122,6 +130,23 @@ def _validate(c: dict) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {c['dropout']}")
 
 
+def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
+    """Fixed position codes ``(dim, h, w)``: a quarter of the channels each for sin/cos of the row and of
+    the column coordinate (in [-1, 1]) at geometric frequencies; leftover channels stay zero."""
+    n = dim // 4
+    # Lowest frequency: a quarter turn each side of the centre, so sin is monotonic over the map and
+    # no two rows (columns) share a code; higher ones (up to 8x) resolve neighbours.
+    freqs = torch.pi / 2 * 2.0 ** torch.linspace(0, 3, n) if n else torch.zeros(0)
+    ys, xs = torch.linspace(-1, 1, h), torch.linspace(-1, 1, w)
+    ay, ax = freqs[:, None] * ys[None], freqs[:, None] * xs[None]  # (n, h), (n, w)
+    out = torch.zeros(dim, h, w)
+    out[0 * n:1 * n] = ay.sin()[:, :, None].expand(n, h, w)
+    out[1 * n:2 * n] = ay.cos()[:, :, None].expand(n, h, w)
+    out[2 * n:3 * n] = ax.sin()[:, None, :].expand(n, h, w)
+    out[3 * n:4 * n] = ax.cos()[:, None, :].expand(n, h, w)
+    return out
+
+
 def block_causal_mask(n_frames: int, tokens_per_frame: int) -> torch.Tensor:
     """Bool ``(T*S, T*S)`` attention mask, True = blocked: a token of frame t sees only frames <= t."""
     frame = torch.arange(n_frames).repeat_interleave(tokens_per_frame)
@@ -140,7 +165,7 @@ class RT1Model(nn.Module):
         text_dim = get_sentence_encoder(cfg.text_encoder, TEXT_DEVICE).dim
         self.image_encoder = FilmEfficientNet(
             cfg.backbone, cond_dim=text_dim, token_dim=cfg.d_model, pretrained=cfg.pretrained,
-            weights_path=cfg.backbone_weights,
+            weights_path=cfg.backbone_weights, feature_stride=cfg.feature_stride,
         )
         self.token_learner = TokenLearner(cfg.d_model, cfg.tokens_per_frame)
         n_tokens = cfg.n_frames * cfg.tokens_per_frame
@@ -188,7 +213,10 @@ class RT1Model(nn.Module):
 
     def encode_frames(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Preprocessed images ``(N, 3, s, s)`` + embeddings ``(N, text_dim)`` -> tokens ``(N, S, d)``."""
-        return self.token_learner(self.image_encoder(images, cond))
+        fmap = self.image_encoder(images, cond)
+        if self.cfg.spatial_pos:
+            fmap = fmap + sincos_2d(fmap.shape[1], fmap.shape[2], fmap.shape[3]).to(fmap)
+        return self.token_learner(fmap)
 
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Per-frame tokens ``(B, T, S, d)`` with T = n_frames -> action logits ``(B, 7, n_bins)``."""

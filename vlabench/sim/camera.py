@@ -58,10 +58,10 @@ def wrist_view(hand_pos: np.ndarray, hand_orn: np.ndarray) -> list:
     return p.computeViewMatrix(eye.tolist(), target.tolist(), up.tolist())
 
 
-def project_to_front(points: np.ndarray, size: int) -> np.ndarray:
+def project_to_front(points: np.ndarray, size: int, fov: float = FRONT_FOV) -> np.ndarray:
     """Pixel (u, v) coordinates of world points ``(N, 3)`` in the front image (u to the right, v down)."""
     view = np.asarray(front_view()).reshape(4, 4).T
-    proj = np.asarray(p.computeProjectionMatrixFOV(FRONT_FOV, 1.0, NEAR, FAR)).reshape(4, 4).T
+    proj = np.asarray(p.computeProjectionMatrixFOV(fov, 1.0, NEAR, FAR)).reshape(4, 4).T
     pts = np.c_[np.asarray(points, dtype=np.float64), np.ones(len(points))]
     clip = (proj @ view @ pts.T).T
     ndc = clip[:, :2] / clip[:, 3:4]

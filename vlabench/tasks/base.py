@@ -70,6 +70,8 @@ def object_pool(split: Split, graspable: bool = True, families: tuple[str, ...] 
         pool = [s for s in specs if s.family and (s.family, s.color) in HELD_OUT_COLOR_SHAPES]
     else:
         pool = [s for s in specs if _is_seen(s)]
+    if split.only:
+        pool = [s for s in pool if s.name in split.only]
     return sorted(pool, key=lambda s: s.name)
 
 
