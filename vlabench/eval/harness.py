@@ -89,11 +89,17 @@ class ResumeError(ValueError):
 # ---------------------------------------------------------------- provenance
 
 def git_sha() -> str:
-    """HEAD of the repository vlabench is imported from, or "unknown"."""
+    """HEAD of the repository vlabench is imported from, with "-dirty" when tracked files differ from
+    it (the results then come from uncommitted code), or "unknown"."""
+    here = Path(__file__).resolve().parent
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                           capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "unknown"
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        sha = r.stdout.strip()
+        if r.returncode != 0 or not sha:
+            return "unknown"
+        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                            capture_output=True, text=True, timeout=10)
+        return sha + "-dirty" if st.returncode == 0 and st.stdout.strip() else sha
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
