@@ -49,6 +49,9 @@ class ImagineConfig:
     """Diffusion-noise seed, shared by every tile."""
     image_size: int = 128
     """Env camera size (should match the training data)."""
+    suite: str | None = None
+    """Optional suite file whose [env] options (camera size, zoom, objects, ...) build the env, so the
+    frames match data collected from it; overrides image_size."""
     tile_scale: int = 2
     """Nearest-neighbour upscaling of each tile in the PNG."""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -94,7 +97,12 @@ def run(cfg: ImagineConfig) -> Path:
     pairs = _pairs(cfg)
     model, _ = load_goal_model(cfg.checkpoint, cfg.device)
     k = model.cfg.goal_offset
-    env = make_env(cfg.task, cfg.split, image_size=cfg.image_size)
+    env_kwargs = {"image_size": cfg.image_size}
+    if cfg.suite is not None:
+        from vlabench.suite import load_suite
+
+        env_kwargs = dict(load_suite(cfg.suite).env)
+    env = make_env(cfg.task, cfg.split, **env_kwargs)
     try:
         obs, _ = env.reset(seed=cfg.seed)
         done = False
