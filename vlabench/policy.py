@@ -196,7 +196,8 @@ def make_policy(name_or_path: str | Path, device: str = "cpu", **kw: Any) -> Pol
         name_or_path: "expert", "random", "noop", "replay:DATASET_DIR" (or "replay" with
             ``dataset_dir=`` in kw), or a checkpoint directory / training run directory.
         device: torch device for learned policies ("cpu", "cuda", "cuda:N", "auto").
-        kw: extra constructor arguments of a built-in (random: seed_offset; replay: dataset_dir).
+        kw: extra constructor arguments of a built-in (random: seed_offset; replay: dataset_dir), or
+            inference options of a checkpoint's policy class (RT-1: decode).
     Raises:
         ValueError naming the valid choices for an unknown name.
     """
@@ -206,7 +207,7 @@ def make_policy(name_or_path: str | Path, device: str = "cpu", **kw: Any) -> Pol
         if path.is_dir():
             from vlabench.train.checkpoint import load_policy
 
-            return load_policy(path, device)
+            return load_policy(path, device, **kw)
         if path.exists():
             raise ValueError(f"policy {spec!r} is a file; a checkpoint is a directory (holding model.safetensors "
                              "and config.json, or a run directory with latest/)")

@@ -85,7 +85,7 @@ def test_results_provenance_and_videos(expert_runs) -> None:
         assert key in res, key
     assert set(res["suite"]) >= {"name", "path", "manifest_hash", "n_episodes"}
     assert res["suite"]["n_episodes"] == 16 and res["complete"] is True
-    assert res["policy"] == {"name": "expert", "checkpoint": None, "checkpoint_hash": None}
+    assert res["policy"] == {"name": "expert", "checkpoint": None, "checkpoint_hash": None, "options": {}}
     assert res["renderer"] == "tiny" and res["git_sha"] and res["pybullet_version"]
     cell = res["cells"][0]
     assert set(cell) == {"task", "split", "n", "successes", "errors", "rate", "ci95"}
@@ -201,8 +201,8 @@ class EvalTinyConfig:
 class EvalTinyPolicy:
     """A learned-policy stand-in: a linear map of the state, run in torch (exercises bf16 autocast)."""
 
-    def __init__(self, model, device) -> None:
-        self.model, self.device = model, device
+    def __init__(self, model, device, gain: str = "1") -> None:
+        self.model, self.device, self.gain = model, device, float(gain)
 
     def reset(self, n_envs: int) -> None:
         self.resets = n_envs
@@ -212,7 +212,7 @@ class EvalTinyPolicy:
 
         assert torch.is_inference_mode_enabled()
         state = torch.as_tensor(obs_batch["state"], device=self.device)
-        return torch.tanh(self.model.lin(state))  # a tensor: the harness converts it
+        return torch.tanh(self.gain * self.model.lin(state))  # a tensor: the harness converts it
 
 
 def test_checkpoint_policy_is_loaded_and_hashed(tmp_path, monkeypatch) -> None:
@@ -238,9 +238,18 @@ def test_checkpoint_policy_is_loaded_and_hashed(tmp_path, monkeypatch) -> None:
     suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"]}, per_cell=2, max_steps=3)
     res = run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "out", bf16=True))
     assert res["policy"] == {"name": "evaltiny", "checkpoint": str(ckpt.resolve()),
-                             "checkpoint_hash": checkpoint_hash(ckpt)}
+                             "checkpoint_hash": checkpoint_hash(ckpt), "options": {}}
     recs = read_jsonl(tmp_path / "out" / "episodes.jsonl")
     assert [(r["status"], r["steps"]) for r in recs] == [("ok", 3), ("ok", 3)], recs
+    # inference options reach the policy's constructor, are recorded, and pin the results directory
+    res = run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "opt", policy_option=["gain=0.5"]))
+    assert res["policy"]["options"] == {"gain": "0.5"}
+    with pytest.raises(ResumeError, match="options"):
+        run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "opt", policy_option=["gain=2"]))
+    with pytest.raises(ValueError, match="not options of EvalTinyPolicy; valid: gain"):
+        run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "bad", policy_option=["decode=mean"]))
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "bad2", policy_option=["gain"]))
 
 
 def test_bad_config_and_missing_ray_are_clear_errors(tmp_path, monkeypatch) -> None:

@@ -35,3 +35,21 @@ def test_torch_input_and_range_checks():
     assert np.all(far == 255)
     with pytest.raises(ValueError, match="action tokens"):
         tok.decode(np.full((1, 7), 256))
+
+
+def test_expected_value_decoding_matches_argmax_on_one_hot_and_interpolates():
+    import torch
+
+    tok = ActionTokenizer(STATS_FOR_EXPECTED, n_bins=16)
+    tokens = torch.tensor([[3, 7, 0, 15, 8, 9, 12]])
+    one_hot = torch.nn.functional.one_hot(tokens, 16).float()
+    np.testing.assert_allclose(tok.decode_expected(one_hot), tok.decode(tokens), atol=1e-6)
+    half = (torch.nn.functional.one_hot(torch.tensor([[4] * 7]), 16).float()
+            + torch.nn.functional.one_hot(torch.tensor([[6] * 7]), 16).float()) / 2
+    np.testing.assert_allclose(tok.decode_expected(half), tok.decode(torch.tensor([[5] * 7])), atol=1e-6)
+    with pytest.raises(ValueError, match="n_bins=16"):
+        tok.decode_expected(torch.ones(1, 7, 8) / 8)
+
+
+STATS_FOR_EXPECTED = {"action": {"q01": [-0.5] * 7, "q99": [0.5] * 7, "min": [-1.0] * 7, "max": [1.0] * 7,
+                                 "mean": [0.0] * 7, "std": [1.0] * 7}}

@@ -236,3 +236,16 @@ def test_spatial_position_codes_tell_every_cell_apart():
     flat = codes.flatten(1).T  # (12 cells, 16)
     dists = torch.cdist(flat, flat) + torch.eye(12) * 1e3
     assert dists.min() > 0.1  # no two cells share a code
+
+
+def test_expected_value_decoding_is_an_inference_option():
+    torch.manual_seed(0)
+    model = _perturb(RT1Model(tiny_cfg(), STATS)).eval()
+    argmax, mean = RT1Policy(model, "cpu"), RT1Policy(model, "cpu", decode="mean")
+    frames = _rand_frames(2, 1)
+    obs = _obs(frames, ["pick up the apple", "push the button"], [0, 1], [True, True])
+    a, b = argmax.act(obs), mean.act(obs)
+    assert b.shape == (2, 7) and np.all(np.abs(b) <= 1.0)
+    assert not np.allclose(a, b)  # the expectation lands between bins, argmax on a bin centre
+    with pytest.raises(ValueError, match="valid: argmax, mean"):
+        RT1Policy(model, "cpu", decode="sample")

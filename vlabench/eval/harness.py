@@ -32,7 +32,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,9 @@ class EvalConfig:
     """evaluate only the first N manifest episodes (0 = all; for quick runs)"""
     ray_gpus_per_actor: float = 0.25
     """GPU share each Ray actor reserves when device is cuda"""
+    policy_option: list[str] = field(default_factory=list)
+    """inference options of a learned policy as KEY=VALUE, e.g. decode=mean for RT-1's expected-value
+    decoding; recorded in results.json, and a resume must use the same ones"""
 
 
 class ResumeError(ValueError):
@@ -128,12 +131,25 @@ def device_name(device: str) -> str:
     return f"cpu: {platform.processor() or platform.machine()}"
 
 
-def describe_policy(spec: str) -> dict:
-    """{"name", "checkpoint", "checkpoint_hash"} of a policy spec (hashing a checkpoint, not loading it)."""
+def policy_options(items: list[str]) -> dict[str, str]:
+    """["decode=mean", ...] -> {"decode": "mean"}; raises ValueError on an item without "="."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"policy option {item!r} must look like KEY=VALUE, e.g. decode=mean")
+        out[key] = value
+    return out
+
+
+def describe_policy(spec: str, options: dict | None = None) -> dict:
+    """{"name", "checkpoint", "checkpoint_hash", "options"} of a policy spec (hashing a checkpoint, not loading it)."""
     from vlabench.policy import BUILTIN_POLICIES, is_builtin
 
     if is_builtin(spec):
-        return {"name": spec, "checkpoint": None, "checkpoint_hash": None}
+        if options:
+            raise ValueError(f"policy options {sorted(options)} apply to checkpoints, not to the built-in {spec!r}")
+        return {"name": spec, "checkpoint": None, "checkpoint_hash": None, "options": {}}
     if not Path(spec).exists():
         raise ValueError(f"unknown policy {spec!r}; valid: {', '.join(BUILTIN_POLICIES)} "
                          "(replay as 'replay:DATASET_DIR'), or an existing checkpoint directory")
@@ -144,7 +160,8 @@ def describe_policy(spec: str) -> dict:
         name = json.loads((path / "config.json").read_text()).get("model") or path.name
     except (OSError, ValueError):
         name = path.name
-    return {"name": str(name), "checkpoint": str(path.resolve()), "checkpoint_hash": checkpoint_hash(path)}
+    return {"name": str(name), "checkpoint": str(path.resolve()), "checkpoint_hash": checkpoint_hash(path),
+            "options": dict(options or {})}
 
 
 def act_context(device: str, bf16: bool, use_torch: bool) -> Callable[[], Any]:
@@ -211,10 +228,12 @@ def load_previous(cfg: EvalConfig, suite: Suite, policy: dict, env_kwargs: dict)
                               f"{str(theirs[0])[:12]} ({theirs[1]}), this run's is {suite.manifest_hash[:12]} "
                               f"({suite.path}); use another --out or delete {out}")
         op = old.get("policy", {})
-        if (op.get("name"), op.get("checkpoint_hash")) != (policy["name"], policy["checkpoint_hash"]):
+        if (op.get("name"), op.get("checkpoint_hash"), op.get("options", {})) != (
+                policy["name"], policy["checkpoint_hash"], policy["options"]):
             raise ResumeError(f"refusing to resume into {out}: its results come from policy {op.get('name')!r} "
-                              f"(checkpoint hash {str(op.get('checkpoint_hash'))[:12]}), this run's is "
-                              f"{policy['name']!r} (checkpoint hash {str(policy['checkpoint_hash'])[:12]}); "
+                              f"(checkpoint hash {str(op.get('checkpoint_hash'))[:12]}, options {op.get('options', {})}), "
+                              f"this run's is {policy['name']!r} (checkpoint hash "
+                              f"{str(policy['checkpoint_hash'])[:12]}, options {policy['options']}); "
                               "use another --out")
         if "env_kwargs" in old and old["env_kwargs"] != env_kwargs:
             raise ResumeError(f"refusing to resume into {out}: its episodes ran with env options "
@@ -325,7 +344,8 @@ def run(cfg: EvalConfig) -> dict:
     episodes = suite.episodes[: cfg.max_episodes] if cfg.max_episodes else list(suite.episodes)
     env_kwargs = {**suite.env_kwargs, "renderer": cfg.renderer}
     device = resolve_device(cfg.device)
-    policy_info = describe_policy(str(cfg.policy))
+    options = policy_options(cfg.policy_option)
+    policy_info = describe_policy(str(cfg.policy), options)
     out.mkdir(parents=True, exist_ok=True)
     done, old = load_previous(cfg, suite, policy_info, env_kwargs)
     created = (old or {}).get("created") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -384,7 +404,7 @@ def run(cfg: EvalConfig) -> dict:
                 else:
                     from vlabench.eval.local import LocalBackend
 
-                    policy = make_policy(str(cfg.policy), device)
+                    policy = make_policy(str(cfg.policy), device, **options)
                     backend = LocalBackend(cfg.workers, env_kwargs, policy,
                                            bool(getattr(policy, "needs_expert", False)), cfg.step_timeout_s,
                                            cfg.episode_timeout_s,

@@ -55,12 +55,12 @@ def import_ray() -> Any:
 class EpisodeActor:
     """Holds one policy (built from its spec, on this node) and one EnvSlot; runs whole episodes."""
 
-    def __init__(self, policy_spec: str, device: str, env_kwargs: dict, bf16: bool) -> None:
+    def __init__(self, policy_spec: str, device: str, env_kwargs: dict, bf16: bool, options: dict) -> None:
         from vlabench.eval.harness import act_context
         from vlabench.eval.workers import EnvSlot
         from vlabench.policy import is_builtin, make_policy
 
-        self.policy = make_policy(policy_spec, device)
+        self.policy = make_policy(policy_spec, device, **options)
         self.need_expert = bool(getattr(self.policy, "needs_expert", False))
         self.slot = EnvSlot(env_kwargs)
         self.act_ctx = act_context(device, bf16, use_torch=not is_builtin(policy_spec))
@@ -81,6 +81,8 @@ class EpisodeActor:
 def run_ray(cfg: Any, episodes: list[dict], env_kwargs: dict, video_path_for: Callable[[dict], str | None],
             on_record: Callable[[dict], None]) -> None:
     """Run ``episodes`` on Ray actors; ``on_record(rec)`` for each as it returns (in completion order)."""
+    from vlabench.eval.harness import policy_options
+
     ray = import_ray()
     started = False
     if not ray.is_initialized():
@@ -90,7 +92,7 @@ def run_ray(cfg: Any, episodes: list[dict], env_kwargs: dict, video_path_for: Ca
     actor_cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(EpisodeActor)
 
     def new_actor() -> Any:
-        return actor_cls.remote(str(cfg.policy), cfg.device, env_kwargs, cfg.bf16)
+        return actor_cls.remote(str(cfg.policy), cfg.device, env_kwargs, cfg.bf16, policy_options(cfg.policy_option))
 
     queue = deque(episodes)
     actors = [new_actor() for _ in range(min(max(1, cfg.workers), len(episodes)))]

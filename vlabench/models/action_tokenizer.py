@@ -64,6 +64,15 @@ class ActionTokenizer:
         tokens = np.clip(tokens, 0, self.n_bins - 1)  # +1.0 exactly lands in the last bin
         return torch.from_numpy(tokens).to(actions.device) if is_tensor else tokens
 
+    def decode_expected(self, probs: torch.Tensor) -> np.ndarray:
+        """Bin probabilities ``(..., 7, n_bins)`` -> float32 env actions ``(..., 7)``: the expectation over
+        bin centres in normalized space. Unlike argmax it can land between bins, so a policy that is
+        unsure between "move" and "stay" moves part of the way instead of snapping to the mode."""
+        if probs.shape[-1] != self.n_bins:
+            raise ValueError(f"probs must end in n_bins={self.n_bins}, got {tuple(probs.shape)}")
+        centers = torch.as_tensor(self.centers, dtype=torch.float32, device=probs.device)
+        return self.unnormalize((probs.float() * centers).sum(-1).cpu().numpy()).astype(np.float32)
+
     def decode(self, tokens: np.ndarray | torch.Tensor | Sequence[int]) -> np.ndarray:
         """Tokens ``(..., 7)`` -> float32 env actions ``(..., 7)`` at the bin centers."""
         t = tokens.detach().cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)

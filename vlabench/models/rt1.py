@@ -262,7 +262,12 @@ class RT1Policy:
     the dataset's edge padding; afterwards each step drops the oldest frame and appends the newest.
     """
 
-    def __init__(self, model: RT1Model, device: str | torch.device = "cpu") -> None:
+    DECODES = ("argmax", "mean")
+
+    def __init__(self, model: RT1Model, device: str | torch.device = "cpu", decode: str = "argmax") -> None:
+        if decode not in self.DECODES:
+            raise ValueError(f"unknown decode {decode!r}; valid: {', '.join(self.DECODES)}")
+        self.decode = decode
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self._hist: torch.Tensor | None = None  # (n_envs, T, S, d) frame tokens
@@ -302,8 +307,11 @@ class RT1Policy:
         hist = torch.where(first, tok[:, None].expand_as(rolled), rolled)
         self._hist[slot] = hist
         self._filled[slot] = True
-        tokens = m.forward_tokens(hist).argmax(dim=-1)  # (n, 7)
-        actions = m.tokenizer.decode(tokens.cpu())
+        logits = m.forward_tokens(hist)  # (n, 7, n_bins)
+        if self.decode == "mean":
+            actions = m.tokenizer.decode_expected(logits.float().softmax(-1))
+        else:
+            actions = m.tokenizer.decode(logits.argmax(dim=-1).cpu())
         return np.clip(actions, -1.0, 1.0).astype(np.float32)
 
     def _grow(self, n_envs: int) -> None:

@@ -338,13 +338,22 @@ def load_ema_tensors(dir: str | Path) -> dict[str, torch.Tensor] | None:
     return load_file(str(p), device="cpu") if p.is_file() else None
 
 
-def load_policy(path: str | Path, device: str | torch.device = "auto") -> Any:
-    """A ready-to-act Policy: ``spec.policy_cls(model, device)`` with EMA weights when the checkpoint has them."""
+def load_policy(path: str | Path, device: str | torch.device = "auto", **options: Any) -> Any:
+    """A ready-to-act Policy: ``spec.policy_cls(model, device, **options)`` with EMA weights when the
+    checkpoint has them. ``options`` are inference-time settings of the policy class (e.g. RT-1's
+    ``decode``); they never change the weights."""
+    import inspect
+
     from vlabench.models import registry
 
     dev = _pick_device(device)
     model, info = load_checkpoint(path, dev, use_ema=True)
-    return registry.get_spec(info.model_name).policy_cls(model, dev)
+    cls = registry.get_spec(info.model_name).policy_cls
+    valid = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "model", "device")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"policy options {unknown} are not options of {cls.__name__}; valid: {', '.join(valid) or 'none'}")
+    return cls(model, dev, **options)
 
 
 def checkpoint_hash(dir: str | Path) -> str:
