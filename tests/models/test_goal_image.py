@@ -348,6 +348,16 @@ def test_imagine_writes_labelled_grid(tmp_path, model, monkeypatch):
     with pytest.raises(ValueError, match="same length"):
         goal_imagine._pairs(goal_imagine.ImagineConfig(checkpoint="x", task="t", guidance_image=[1, 2],
                                                        guidance_text=[1, 2, 3]))
+    # --suite builds the env from the suite's [env] options (camera zoom etc.), so frames match its data
+    seen_kw = {}
+    fake.make_env = lambda task, split="seen", **kw: seen_kw.update(kw) or _FakeEnv(kw["image_size"])
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'name = "s"\nkind = "eval"\nseed_range = [1000000, 1000010]\n[env]\nimage_size = {S}\n'
+                     'front_fov = 35.0\n[[cells]]\ntask = "pick"\nsplits = ["seen"]\n')
+    goal_imagine.run(goal_imagine.ImagineConfig(
+        checkpoint=str(tmp_path / "ckpt"), task="push", out=str(tmp_path / "h.png"), suite=str(suite),
+        guidance_image=[1.0], guidance_text=[1.0], n_sampling_steps=2, tile_scale=1, device="cpu"))
+    assert seen_kw == {"image_size": S, "front_fov": 35.0}
 
 
 def test_open_clip_token_states_from_local_weights(tmp_path):

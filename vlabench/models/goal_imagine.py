@@ -101,7 +101,7 @@ def run(cfg: ImagineConfig) -> Path:
     if cfg.suite is not None:
         from vlabench.suite import load_suite
 
-        env_kwargs = dict(load_suite(cfg.suite).env)
+        env_kwargs = dict(load_suite(cfg.suite).env_kwargs)
     env = make_env(cfg.task, cfg.split, **env_kwargs)
     try:
         obs, _ = env.reset(seed=cfg.seed)
