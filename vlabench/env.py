@@ -38,10 +38,14 @@ CHARSET = string.ascii_letters + string.digits + " ,.?!'-+=*/()"
 MAX_IMAGE_SIZE = 512
 
 
-def narrow(split: Split, task, objects: list[str] | None, distractors: tuple[int, int] | None) -> Split:
+def narrow(split: Split, task, objects: list[str] | None, distractors: tuple[int, int] | None,
+           front_fov: float = camera.FRONT_FOV) -> Split:
     """``split`` restricted to the target ``objects`` (catalogue names from the split's own pool) and with
     its distractor range replaced: easier variants of a cell, e.g. for CPU-sized training demos. Families
-    that need a fixed amount of clutter (relational, category, ...) keep their own distractor counts."""
+    that need a fixed amount of clutter (relational, category, ...) keep their own distractor counts.
+    Also checks ``front_fov``, so suite files can validate every env option of a cell in one call."""
+    if not isinstance(front_fov, (int, float)) or not 20.0 <= front_fov <= 90.0:
+        raise ValueError(f"front_fov must be a number of degrees in [20, 90], got {front_fov!r}")
     if distractors is not None:
         if (len(distractors) != 2 or not all(isinstance(d, (int, np.integer)) for d in distractors)
                 or not 0 <= distractors[0] <= distractors[1]):
@@ -82,7 +86,7 @@ class TabletopEnv(gym.Env):
         if split not in self.task.splits:
             get_split(split)  # unknown split names get the full list of splits
             raise ValueError(f"task {task!r} has no split {split!r}; its splits: {', '.join(self.task.splits)}")
-        self.split = narrow(get_split(split), self.task, objects, distractors)
+        self.split = narrow(get_split(split), self.task, objects, distractors, front_fov)
         for name, size in (("image_size", image_size), ("wrist_size", wrist_size)):
             if not isinstance(size, (int, np.integer)) or not 16 <= size <= MAX_IMAGE_SIZE:
                 raise ValueError(f"{name} must be an int in [16, {MAX_IMAGE_SIZE}], got {size!r}")
@@ -92,8 +96,6 @@ class TabletopEnv(gym.Env):
                            max_steps=max_steps, depth=depth, segmentation=segmentation,
                            terminate_on_success=terminate_on_success, objects=objects, distractors=distractors,
                            front_fov=front_fov)
-        if not isinstance(front_fov, (int, float)) or not 20.0 <= front_fov <= 90.0:
-            raise ValueError(f"front_fov must be a number of degrees in [20, 90], got {front_fov!r}")
         self.front_fov = float(front_fov)
         self.image_size, self.wrist_size = int(image_size), int(wrist_size)
         self.max_steps = int(max_steps or self.task.max_steps)

@@ -103,6 +103,21 @@ def manifest_hash(name: str, episodes: list[Episode], env_kwargs: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _check_cell_env(path: Path, text: str, task: str, split: str, env: dict) -> None:
+    """Refuse env options that no env of this cell could be built with (a misspelt object name, say) at
+    load time, instead of letting every episode fail in the workers."""
+    from vlabench.env import narrow
+
+    picked = {k: env[k] for k in ("objects", "distractors", "front_fov") if k in env}
+    if not picked:
+        return
+    try:
+        narrow(get_split(split), TASKS[task], **{"objects": None, "distractors": None, **picked})
+    except ValueError as e:
+        key = next((k for k in picked if k in str(e)), next(iter(picked)))
+        raise _fail(path, text, key, f"[env] for cell ({task}, {split}): {e}") from None
+
+
 def load_suite(path: str | Path) -> Suite:
     """Parse and validate a suite file. Raises SuiteError naming file, line and field on bad input."""
     path = Path(path)
@@ -166,6 +181,7 @@ def load_suite(path: str | Path) -> Suite:
             if (task, split) in seen_cells:
                 raise _fail(path, text, split, f"cell ({task}, {split}) appears twice")
             seen_cells.add((task, split))
+            _check_cell_env(path, text, task, split, env)
             episodes += [Episode(task, split, i, seeds[0] + i) for i in range(n)]
     return Suite(name, str(path), kind, episodes, dict(env), manifest_hash(name, episodes, dict(env)),
                  (seeds[0], seeds[1]))

@@ -248,6 +248,7 @@ def test_checkpoint_policy_is_loaded_and_hashed(tmp_path, monkeypatch) -> None:
         run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "opt", policy_option=["gain=2"]))
     with pytest.raises(ValueError, match="not options of EvalTinyPolicy; valid: gain"):
         run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "bad", policy_option=["decode=mean"]))
+    assert not (tmp_path / "bad" / "results.json").exists()  # nothing written, so a corrected rerun just works
     with pytest.raises(ValueError, match="KEY=VALUE"):
         run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "bad2", policy_option=["gain"]))
 

@@ -257,3 +257,16 @@ def test_negative_cell_count_names_its_line(tmp_path):
                     + "episodes = -1\n")
     with pytest.raises(SuiteError, match=rf"{re.escape(str(path))}:9: field 'episodes'"):
         load_suite(path)
+
+
+@pytest.mark.parametrize("env_lines, line, needle", [
+    ('objects = ["red bal"]', 6, "not targets of split 'seen'"),
+    ('objects = ["red ball"]\nfront_fov = 5.0', 7, "front_fov must be"),
+    ("distractors = [3, 1]", 6, "0 <= lo <= hi"),
+])
+def test_bad_env_options_are_refused_when_the_suite_loads(tmp_path, env_lines, line, needle):
+    path = tmp_path / "env.toml"
+    path.write_text('name = "x"\nkind = "eval"\nseed_range = [1000000, 1000010]\nepisodes_per_cell = 1\n'
+                    f'[env]\n{env_lines}\n[[cells]]\ntask = "pick"\nsplits = ["seen"]\n')
+    with pytest.raises(SuiteError, match=rf"{re.escape(str(path))}:{line}: \[env\] for cell \(pick, seen\): .*{needle}"):
+        load_suite(path)

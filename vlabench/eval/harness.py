@@ -356,8 +356,11 @@ def run(cfg: EvalConfig) -> dict:
         write_json_atomic(out / RESULTS_NAME, res)
         return res
 
-    write_results()  # provenance first: a killed run leaves a directory that can be checked and resumed
     todo = [e for e in episodes if e.key not in done]
+    policy = None
+    if todo and cfg.backend != "ray":  # build it before writing anything: a bad option leaves no results behind
+        policy = make_policy(str(cfg.policy), device, **options)
+    write_results()  # provenance first: a killed run leaves a directory that can be checked and resumed
     cells = video_candidates(episodes, cfg.videos_per_cell)
     recorded = {e.key for eps in cells.values() for e in eps}
     cand_dir = out / VIDEOS_DIR / CANDIDATES_DIR
@@ -404,7 +407,6 @@ def run(cfg: EvalConfig) -> dict:
                 else:
                     from vlabench.eval.local import LocalBackend
 
-                    policy = make_policy(str(cfg.policy), device, **options)
                     backend = LocalBackend(cfg.workers, env_kwargs, policy,
                                            bool(getattr(policy, "needs_expert", False)), cfg.step_timeout_s,
                                            cfg.episode_timeout_s,
