@@ -24,6 +24,7 @@ encodes one new frame per env instead of six.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from dataclasses import dataclass, fields
@@ -130,6 +131,7 @@ def _validate(c: dict) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {c['dropout']}")
 
 
+@functools.lru_cache(maxsize=8)
 def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
     """Fixed position codes ``(dim, h, w)``: a quarter of the channels each for sin/cos of the row and of
     the column coordinate (in [-1, 1]) at geometric frequencies; leftover channels stay zero."""
