@@ -336,8 +336,11 @@ def test_imagine_writes_labelled_grid(tmp_path, model, monkeypatch):
     from vlabench.models import goal_imagine
     from vlabench.train.checkpoint import save_checkpoint
 
+    import vlabench.env as real_env
+
     fake = types.ModuleType("vlabench.env")
     fake.make_env = lambda task, split="seen", **kw: _FakeEnv(kw.get("image_size", 128))
+    fake.narrow = real_env.narrow  # load_suite checks env options with it
     monkeypatch.setitem(sys.modules, "vlabench.env", fake)
     save_checkpoint(tmp_path / "ckpt", model, "goal-diffusion", model.cfg, {}, _stats(), {})
     out = goal_imagine.run(goal_imagine.ImagineConfig(
