@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "export": ("vlabench.data.lerobot", "ExportConfig", "run", "export a dataset (LeRobotDataset v3.0)"),
     "data info": ("vlabench.data.info", "DataInfoConfig", "run", "episodes, frames, disk size and statistics"),
     "eval": ("vlabench.eval.harness", "EvalConfig", "run", "evaluate a policy on a suite"),
+    "offline-eval": ("vlabench.eval.offline", "OfflineEvalConfig", "run", "per-cell losses on held-out demos"),
     "report": ("vlabench.report.report", "ReportConfig", "run", "tables, charts and paired tests from results"),
     "train": ("vlabench.train.loop", "", "run", "train a policy from a recipe (policies/*.toml)"),
     "vqa-gen": ("vlabench.models.vqa_data", "VQAGenConfig", "run", "generate co-training VQA data from scenes"),

@@ -251,6 +251,8 @@ def test_vqa_eval_run(tmp_path):
     res = vqa_run(VQAEvalConfig(checkpoint=str(tmp_path / "ckpt"), data=str(held_out), out=str(tmp_path / "r.json")))
     assert res["n"] == 3 and 0.0 <= res["accuracy"] <= 1.0 and (tmp_path / "r.json").is_file()
     assert set(res["per_kind"]) == {"x"}
+    # Baseline: the training data's most common answer of kind "x" ("yellow"/"2" tie: the first) scores 1 of 3.
+    assert res["majority_baseline"]["correct"] == 1 and res["majority_baseline"]["n"] == 3
     with pytest.raises(ValueError, match="disjoint"):  # scoring on the training scenes is refused
         vqa_run(VQAEvalConfig(checkpoint=str(tmp_path / "ckpt"), data=str(train)))
 

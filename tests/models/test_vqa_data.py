@@ -5,6 +5,7 @@ import sys
 import types
 
 import numpy as np
+import pytest
 
 from vlabench.models import vqa_data
 from vlabench.models.vqa_data import (KINDS, NUMBER_WORDS, VQAGenConfig, exact_match, generate_vqa,
@@ -110,8 +111,11 @@ def test_small_helpers():
 
 
 class _FakeEnv:
+    made: list = []
+
     def __init__(self, task, split, **kw):
         self.unwrapped, self.size = self, kw["image_size"]
+        _FakeEnv.made.append((task, split, kw))
 
     def reset(self, seed):
         self.seed = seed
@@ -136,3 +140,21 @@ def test_run_writes_npz_atomically(tmp_path, monkeypatch):
         assert z["images"][z["image_index"][-1], 0, 0, 0] == 12
     write_npz(out, {"x": np.arange(3)})  # overwrite in place
     assert np.load(out)["x"].tolist() == [0, 1, 2]
+
+
+def test_task_split_entries_and_suite_env_options(tmp_path, monkeypatch):
+    from vlabench.env import narrow  # load_suite checks the suite's env options with the real one
+
+    monkeypatch.setitem(sys.modules, "vlabench.env", types.SimpleNamespace(make_env=_FakeEnv, narrow=narrow))
+    monkeypatch.setattr(_FakeEnv, "made", [])
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\nkind = "train"\nseed_range = [0, 10]\nepisodes_per_cell = 1\n'
+                     '[env]\nimage_size = 24\nfront_fov = 35.0\n[[cells]]\ntask = "pick"\nsplits = ["seen"]\n')
+    out = run(VQAGenConfig(out=str(tmp_path / "v.npz"), tasks=["pick", "pad:symbols"], n_scenes=2,
+                           questions_per_scene=2, suite=str(suite)))
+    assert [(t, s) for t, s, _ in _FakeEnv.made] == [("pick", "seen"), ("pad", "symbols")]
+    assert all(kw["front_fov"] == 35.0 and kw["image_size"] == 24 for _, _, kw in _FakeEnv.made)
+    with np.load(out) as z:
+        assert z["images"].shape[1:3] == (24, 24) and z["scene_task"].tolist() == ["pick", "pad"]
+    with pytest.raises(ValueError, match="TASK:SPLIT"):
+        vqa_data.task_splits(["pad:"], "seen")

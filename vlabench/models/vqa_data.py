@@ -217,9 +217,13 @@ class VQAGenConfig:
     out: str = "data/vqa/train.npz"
     """Output .npz path (written to a temp name, then renamed)."""
     tasks: list[str] = field(default_factory=list)
-    """Task ids to draw scenes from (scene i uses tasks[i % len(tasks)]); empty = every registered task."""
+    """Task ids to draw scenes from (scene i uses tasks[i % len(tasks)]); empty = every registered task.
+    ``task:split`` (e.g. ``pad:symbols``) gives that task its own split."""
     split: str = "seen"
-    """Split passed to make_env (which objects/backgrounds appear)."""
+    """Split passed to make_env (which objects/backgrounds appear) for tasks without ``:split``."""
+    suite: str | None = None
+    """Optional suite file whose [env] options (camera size, zoom, objects, ...) build the env, so the
+    images match robot data collected from it; overrides image_size."""
     seed_start: int = 900_000
     """First scene seed; scene i uses seed_start + i. Keep disjoint from VQAEvalConfig.seed_start."""
     n_scenes: int = 500
@@ -232,17 +236,39 @@ class VQAGenConfig:
     """Renderer passed to make_env."""
 
 
-def render_vqa(tasks: list[str], split: str, seeds: list[int], questions_per_scene: int, image_size: int,
-               renderer: str) -> dict[str, np.ndarray]:
-    """Reset one env per task at each seed; returns the arrays of the .npz format (module docstring)."""
-    from tqdm import tqdm
-
-    from vlabench.env import make_env  # the env is only needed here; generate_vqa stays pure
-
+def task_splits(tasks: list[str], split: str) -> list[tuple[str, str]]:
+    """``["pad:symbols", "pick"]`` -> ``[("pad", "symbols"), ("pick", split)]``; empty = every registered task."""
     if not tasks:
         from vlabench.tasks import TASKS
 
         tasks = sorted(TASKS)
+    pairs = []
+    for t in tasks:
+        name, _, own = t.partition(":")
+        if not name or (_ and not own):
+            raise ValueError(f"bad task entry {t!r}: expected TASK or TASK:SPLIT")
+        pairs.append((name, own or split))
+    return pairs
+
+
+def env_options(suite: str | None, image_size: int) -> dict:
+    """make_env keyword arguments: a suite file's [env] table, else just the image size."""
+    if suite is None:
+        return {"image_size": image_size}
+    from vlabench.suite import load_suite
+
+    return dict(load_suite(suite).env_kwargs)
+
+
+def render_vqa(tasks: list[str], split: str, seeds: list[int], questions_per_scene: int, env_kwargs: dict,
+               renderer: str) -> dict[str, np.ndarray]:
+    """Reset one env per (task, split) at each seed; returns the arrays of the .npz format (module
+    docstring). ``tasks`` and ``split`` are read by :func:`task_splits`."""
+    from tqdm import tqdm
+
+    from vlabench.env import make_env  # the env is only needed here; generate_vqa stays pure
+
+    pairs = task_splits(tasks, split)
     try:
         from vlabench.sim.library import CATALOG
 
@@ -253,16 +279,16 @@ def render_vqa(tasks: list[str], split: str, seeds: list[int], questions_per_sce
     images, scene_task, questions, answers, kinds, index = [], [], [], [], [], []
     try:
         for i, seed in enumerate(tqdm(seeds, desc="vqa scenes")):
-            task = tasks[i % len(tasks)]
+            task = pairs[i % len(pairs)]
             if task not in envs:
-                envs[task] = make_env(task, split, image_size=image_size, renderer=renderer)
+                envs[task] = make_env(*task, **{**env_kwargs, "renderer": renderer})
             obs, _ = envs[task].reset(seed=int(seed))
             items = generate_vqa_items(envs[task].unwrapped.scene_info(), np.random.default_rng(int(seed)),
                                        questions_per_scene, categories)
             for kind, q, a in items:
                 kinds.append(kind), questions.append(q), answers.append(a), index.append(len(images))
             images.append(np.asarray(obs["image"], dtype=np.uint8))
-            scene_task.append(task)
+            scene_task.append(task[0])
     finally:
         for env in envs.values():
             env.close()
@@ -286,7 +312,8 @@ def run(cfg: VQAGenConfig | "VQAEvalConfig"):
     if isinstance(cfg, VQAEvalConfig):
         return run_eval(cfg)
     seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.n_scenes))
-    arrays = render_vqa(cfg.tasks, cfg.split, seeds, cfg.questions_per_scene, cfg.image_size, cfg.renderer)
+    arrays = render_vqa(cfg.tasks, cfg.split, seeds, cfg.questions_per_scene, env_options(cfg.suite, cfg.image_size),
+                        cfg.renderer)
     return write_npz(cfg.out, arrays)
 
 
@@ -300,9 +327,11 @@ class VQAEvalConfig:
     data: str | None = None
     """Held-out .npz from VQAGenConfig; None = render scenes from tasks/seed_start/n_scenes now."""
     tasks: list[str] = field(default_factory=list)
-    """Task ids for on-the-fly scenes when data is None (empty = every registered task)."""
+    """Task ids (or ``task:split``) for on-the-fly scenes when data is None (empty = every registered task)."""
     split: str = "seen"
-    """Split for on-the-fly scenes."""
+    """Split for on-the-fly scenes of tasks without ``:split``."""
+    suite: str | None = None
+    """Optional suite file whose [env] options build the env for on-the-fly scenes; overrides image_size."""
     seed_start: int = 950_000
     """First held-out scene seed (disjoint from the generation default 900000..)."""
     n_scenes: int = 50
@@ -315,6 +344,9 @@ class VQAEvalConfig:
     """Renderer for on-the-fly scenes."""
     n: int | None = None
     """Score at most this many questions (None = all)."""
+    baseline_data: str | None = None
+    """VQA .npz whose most common answer per question kind is scored as a baseline (default: the
+    checkpoint's vqa_data, when it exists)."""
     batch_size: int = 32
     """Questions per forward pass."""
     device: str = "cpu"
@@ -334,6 +366,14 @@ def exact_match(predictions: list[str], answers: list[str], kinds: list[str]) ->
             "per_kind": {k: {"accuracy": c / t, "correct": c, "n": t} for k, (c, t) in sorted(per.items())}}
 
 
+def majority_answers(kinds: list[str], answers: list[str]) -> dict[str, str]:
+    """The most common answer of each question kind (ties: the first seen)."""
+    per: dict[str, Counter] = defaultdict(Counter)
+    for k, a in zip(kinds, answers):
+        per[k][normalize_answer(a)] += 1
+    return {k: c.most_common(1)[0][0] for k, c in per.items()}
+
+
 def run_eval(cfg: VQAEvalConfig) -> dict:
     """Load the checkpoint, answer every held-out question, return (and optionally write) the scores."""
     import torch
@@ -347,7 +387,8 @@ def run_eval(cfg: VQAEvalConfig) -> dict:
             arrays = {k: z[k] for k in z.files}
     else:
         seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.n_scenes))
-        arrays = render_vqa(cfg.tasks, cfg.split, seeds, cfg.questions_per_scene, cfg.image_size, cfg.renderer)
+        arrays = render_vqa(cfg.tasks, cfg.split, seeds, cfg.questions_per_scene,
+                            env_options(cfg.suite, cfg.image_size), cfg.renderer)
     train_file = model.cfg.vqa_data
     if train_file and Path(train_file).exists():
         with np.load(train_file, allow_pickle=False) as z:
@@ -364,8 +405,21 @@ def run_eval(cfg: VQAEvalConfig) -> dict:
         preds += model.answer(images[rows].to(cfg.device), qs)
     result = exact_match(preds, arrays["answer"][:n].tolist(), arrays["kind"][:n].tolist())
     result["checkpoint"] = str(cfg.checkpoint)
+    baseline = cfg.baseline_data or train_file
+    if baseline and Path(baseline).exists():
+        with np.load(baseline, allow_pickle=False) as z:
+            majority = majority_answers(z["kind"].tolist(), z["answer"].tolist())
+        kinds = arrays["kind"][:n].tolist()
+        result["majority_baseline"] = {"data": str(baseline), **exact_match(
+            [majority.get(k, "") for k in kinds], arrays["answer"][:n].tolist(), kinds)}
     result["examples"] = [{"question": q, "answer": a, "prediction": p}
                           for q, a, p in zip(arrays["question"][:10].tolist(), arrays["answer"][:10].tolist(), preds[:10])]
+    base = result.get("majority_baseline", {}).get("per_kind", {})
+    print(f"VQA exact match {result['correct']}/{result['n']} = {result['accuracy']:.1%}"
+          + (f" (majority-answer baseline {result['majority_baseline']['accuracy']:.1%})" if base else ""))
+    for kind, row in result["per_kind"].items():
+        print(f"  {kind:<11} {row['correct']:>4}/{row['n']:<4} {row['accuracy']:6.1%}"
+              + (f"   baseline {base[kind]['accuracy']:6.1%}" if kind in base else ""))
     if cfg.out:
         out = Path(cfg.out)
         out.parent.mkdir(parents=True, exist_ok=True)
