@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vlabench.data import ShardWriter
-from vlabench.eval.offline import OfflineEvalConfig, cell_samples, run
+from vlabench.eval.offline import OfflineEvalConfig, cell_samples, run, swapped_instructions
 from vlabench.models.rt2 import RT2Config, RT2Model
 from vlabench.train.checkpoint import save_checkpoint
 
@@ -78,3 +78,27 @@ def test_refuses_demos_the_checkpoint_trained_on(tmp_path, ckpt):
         run(OfflineEvalConfig(checkpoint=str(ckpt), data=str(data)))
     held = write_demos(tmp_path / "held", [3, 4], seed0=600_000)  # other seeds: accepted
     assert set(run(OfflineEvalConfig(checkpoint=str(ckpt), data=str(held)))["cells"]) == {"pad/symbols", "pick/seen"}
+
+
+def test_swapped_instructions_stay_within_cells():
+    keys = [("pad", "symbols", 0, 5), ("pick", "seen", 1, 6), ("pad", "symbols", 2, 7), ("pad", "symbols", 3, 8)]
+    assert swapped_instructions(keys, ["a", "b", "c", "d"]) == ["c", "b", "d", "a"]
+
+
+def test_swap_instructions_changes_what_the_model_reads(tmp_path, ckpt, monkeypatch):
+    data = write_demos(tmp_path / "held", [3, 4, 2, 5])
+    seen: list[str] = []
+    real = RT2Model.compute_loss
+
+    def spy(self, batch):
+        seen.extend(batch["instruction"])
+        return real(self, batch)
+
+    monkeypatch.setattr(RT2Model, "compute_loss", spy)
+    own = run(OfflineEvalConfig(checkpoint=str(ckpt), data=str(data)))
+    own_seen, seen[:] = list(seen), []
+    swapped = run(OfflineEvalConfig(checkpoint=str(ckpt), data=str(data), swap_instructions=True))
+    assert swapped["changed_instruction_fraction"] == 1.0 and own["changed_instruction_fraction"] is None
+    # Cells in name order (pad/symbols: episodes 0 and 2, pick/seen: 1 and 3), samples in episode order.
+    assert own_seen == ["pad thing 0"] * 3 + ["pad thing 2"] * 2 + ["pick thing 1"] * 4 + ["pick thing 3"] * 5
+    assert seen == ["pad thing 2"] * 3 + ["pad thing 0"] * 2 + ["pick thing 3"] * 4 + ["pick thing 1"] * 5

@@ -10,6 +10,10 @@ The demos must come from seeds the checkpoint never trained on: episodes whose (
 also appear in the checkpoint's training data (its ``dataset.json`` path, when that still exists) are
 refused. Every sample of every episode is scored once, in order, with the RNG seeded, so a rerun
 gives the same numbers; losses that draw noise (Diffusion Policy's) are averaged over that noise.
+
+``--swap-instructions`` is a language probe: each episode is scored with the instruction of the next
+episode of its cell (same family and split, another target or pad). A model that reads the
+instruction does worse with the wrong one; equal losses mean the actions ignore the language.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class OfflineEvalConfig:
     """Score at most this many episodes of each (task, split) cell (None = all)."""
     batch_size: int = 32
     """Samples per forward pass."""
+    swap_instructions: bool = False
+    """Score each episode with the instruction of the next episode of its cell (a language probe)."""
     seed: int = 0
     """Seed for any noise the loss draws."""
     device: str = "cpu"
@@ -68,6 +74,32 @@ def cell_samples(keys: list[tuple], lengths: list[int], max_episodes: int | None
     return dict(cells), dict(episodes)
 
 
+def swapped_instructions(keys: list[tuple], instructions: list[str]) -> list[str]:
+    """Episode e gets the instruction of the next episode of its (task, split) cell (cyclically)."""
+    by_cell: dict[tuple, list[int]] = defaultdict(list)
+    for e, (task, split, *_rest) in enumerate(keys):
+        by_cell[(task, split)].append(e)
+    out = list(instructions)
+    for eps in by_cell.values():
+        for j, e in enumerate(eps):
+            out[e] = instructions[eps[(j + 1) % len(eps)]]
+    return out
+
+
+class _Instructions:
+    """A dataset view whose samples carry ``instructions[episode]`` instead of their own."""
+
+    def __init__(self, inner, lengths: list[int], instructions: list[str]) -> None:
+        self.inner, self.instructions = inner, instructions
+        self.episode_of = np.repeat(np.arange(len(lengths)), lengths)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.inner[i], "instruction": self.instructions[self.episode_of[i]]}
+
+
 def run(cfg: OfflineEvalConfig) -> dict:
     """Score every cell; returns (and optionally writes) ``{"cells": {cell: {metric: mean}}, ...}``."""
     import torch
@@ -88,7 +120,14 @@ def run(cfg: OfflineEvalConfig) -> dict:
     if leaked:
         raise ValueError(f"{len(leaked)} episodes of {cfg.data} (e.g. {leaked[:3]}) are in the checkpoint's training "
                          f"data {info.dataset.get('path')}; collect held-out demos on other seeds")
-    cells, n_episodes = cell_samples(keys, dataset.episode_lengths(), cfg.max_episodes_per_cell)
+    lengths = dataset.episode_lengths()
+    cells, n_episodes = cell_samples(keys, lengths, cfg.max_episodes_per_cell)
+    changed = None
+    if cfg.swap_instructions:
+        own = [dataset[int(start)]["instruction"] for start in np.cumsum([0] + lengths[:-1])]
+        swapped = swapped_instructions(keys, own)
+        changed = sum(a != b for a, b in zip(own, swapped)) / max(len(own), 1)
+        dataset = _Instructions(dataset, lengths, swapped)
     seed_all(cfg.seed)
     results: dict[str, dict] = {}
     with torch.no_grad():
@@ -103,7 +142,8 @@ def run(cfg: OfflineEvalConfig) -> dict:
             results[name] = {"n_samples": len(indices), "n_episodes": n_episodes[name],
                              **{k: v / len(indices) for k, v in sorted(totals.items())}}
     out = {"checkpoint": str(info.path), "model": info.model_name, "step": info.trainer_state.get("step"),
-           "data": str(Path(cfg.data).resolve()), "manifest_hash": manifest_hash, "seed": cfg.seed, "cells": results}
+           "data": str(Path(cfg.data).resolve()), "manifest_hash": manifest_hash, "seed": cfg.seed, "swap_instructions": cfg.swap_instructions,
+           "changed_instruction_fraction": changed, "cells": results}
     if cfg.out:
         path = Path(cfg.out)
         path.parent.mkdir(parents=True, exist_ok=True)
