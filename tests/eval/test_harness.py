@@ -117,6 +117,18 @@ def test_rerun_skips_finished_and_refuses_other_runs(expert_runs, tmp_path) -> N
         run(EvalConfig(suite=suite, policy="expert", out=tmp / "w1", renderer="egl"))
 
 
+def test_git_sha_is_taken_at_start_and_resumes_append(tmp_path, monkeypatch) -> None:
+    from vlabench.eval import harness
+
+    calls = iter(["sha1", "sha2", "sha3"])
+    monkeypatch.setattr(harness, "git_sha", lambda: next(calls))
+    suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"]}, per_cell=2, max_steps=3)
+    res = run(EvalConfig(suite=suite, policy="noop", workers=1, out=tmp_path / "out"))
+    assert res["git_sha"] == "sha1" and "git_shas" not in res  # one lookup, however often results are written
+    res = run(EvalConfig(suite=suite, policy="noop", workers=1, out=tmp_path / "out"))
+    assert res["git_sha"] == "sha2" and res["git_shas"] == ["sha1", "sha2"]
+
+
 class FlakyPolicy:
     """The noop policy, except that act raises whenever a given episode seed is in the batch."""
 

@@ -254,13 +254,16 @@ def load_previous(cfg: EvalConfig, suite: Suite, policy: dict, env_kwargs: dict)
 
 
 def build_results(cfg: EvalConfig, suite: Suite, policy: dict, env_kwargs: dict, records: list[dict],
-                  created: str, device: str, renderer_fallback: str) -> dict:
+                  created: str, device: str, renderer_fallback: str, shas: list[str]) -> dict:
+    """``shas``: the git sha of every invocation on this directory (a resume under other code appends),
+    each taken when it started, so edits made while a run is in flight do not rewrite its provenance."""
     renderers = sorted({r["renderer"] for r in records if r.get("renderer")})
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return {
         "schema_version": SCHEMA_VERSION,
         "vlabench_version": _vlabench_version(),
-        "git_sha": git_sha(),
+        "git_sha": shas[-1],
+        **({"git_shas": shas} if len(shas) > 1 else {}),
         "created": created,
         "updated": now,
         "suite": {"name": suite.name, "path": str(suite.path), "manifest_hash": suite.manifest_hash,
@@ -350,9 +353,14 @@ def run(cfg: EvalConfig) -> dict:
     done, old = load_previous(cfg, suite, policy_info, env_kwargs)
     created = (old or {}).get("created") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     fallback = (old or {}).get("renderer") or cfg.renderer
+    sha = git_sha()  # taken now: edits made while the run is in flight must not rewrite its provenance
+    shas = list(old.get("git_shas") or [old["git_sha"]]) if old and old.get("git_sha") else []
+    if not shas or shas[-1] != sha:
+        shas.append(sha)
 
     def write_results() -> dict:
-        res = build_results(cfg, suite, policy_info, env_kwargs, list(done.values()), created, device, fallback)
+        res = build_results(cfg, suite, policy_info, env_kwargs, list(done.values()), created, device, fallback,
+                            shas)
         write_json_atomic(out / RESULTS_NAME, res)
         return res
 
