@@ -18,8 +18,6 @@ instruction does worse with the wrong one; equal losses mean the actions ignore 
 
 from __future__ import annotations
 
-import json
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +104,7 @@ def run(cfg: OfflineEvalConfig) -> dict:
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
+    from vlabench.eval.harness import write_json_atomic
     from vlabench.train.checkpoint import load_checkpoint
     from vlabench.train.data import seed_all, to_device
     from vlabench.train.loop import make_dataset, read_dataset_meta
@@ -130,8 +129,9 @@ def run(cfg: OfflineEvalConfig) -> dict:
         dataset = _Instructions(dataset, lengths, swapped)
     seed_all(cfg.seed)
     results: dict[str, dict] = {}
-    with torch.no_grad():
-        for name, indices in tqdm(sorted(cells.items()), desc="offline-eval cells"):
+    bar = tqdm(total=sum(len(i) for i in cells.values()), desc="offline-eval", unit="sample")
+    with torch.no_grad(), bar:
+        for name, indices in sorted(cells.items()):
             totals: dict[str, float] = defaultdict(float)
             loader = DataLoader(Subset(dataset, indices), batch_size=cfg.batch_size, shuffle=False)
             for batch in loader:
@@ -139,17 +139,15 @@ def run(cfg: OfflineEvalConfig) -> dict:
                 _, metrics = model.compute_loss(to_device(batch, torch.device(cfg.device)))
                 for k, v in metrics.items():
                     totals[k] += float(v) * n
+                bar.update(n)
             results[name] = {"n_samples": len(indices), "n_episodes": n_episodes[name],
                              **{k: v / len(indices) for k, v in sorted(totals.items())}}
     out = {"checkpoint": str(info.path), "model": info.model_name, "step": info.trainer_state.get("step"),
-           "data": str(Path(cfg.data).resolve()), "manifest_hash": manifest_hash, "seed": cfg.seed, "swap_instructions": cfg.swap_instructions,
-           "changed_instruction_fraction": changed, "cells": results}
+           "data": str(Path(cfg.data).resolve()), "manifest_hash": manifest_hash, "seed": cfg.seed,
+           "swap_instructions": cfg.swap_instructions, "changed_instruction_fraction": changed, "cells": results}
     if cfg.out:
-        path = Path(cfg.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(out, indent=2))
-        os.replace(tmp, path)
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(cfg.out), out)
     for name, row in results.items():
         shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("n_samples", "n_episodes"))
         print(f"{name:<22} {row['n_episodes']:>4} eps {row['n_samples']:>6} samples  {shown}")

@@ -35,7 +35,6 @@ seeds (default from 900000) and evaluation seeds (default from 950000) are disjo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter, defaultdict
@@ -244,8 +243,8 @@ def task_splits(tasks: list[str], split: str) -> list[tuple[str, str]]:
         tasks = sorted(TASKS)
     pairs = []
     for t in tasks:
-        name, _, own = t.partition(":")
-        if not name or (_ and not own):
+        name, sep, own = t.partition(":")
+        if not name or (sep and not own):
             raise ValueError(f"bad task entry {t!r}: expected TASK or TASK:SPLIT")
         pairs.append((name, own or split))
     return pairs
@@ -421,9 +420,8 @@ def run_eval(cfg: VQAEvalConfig) -> dict:
         print(f"  {kind:<11} {row['correct']:>4}/{row['n']:<4} {row['accuracy']:6.1%}"
               + (f"   baseline {base[kind]['accuracy']:6.1%}" if kind in base else ""))
     if cfg.out:
-        out = Path(cfg.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out)
+        from vlabench.eval.harness import write_json_atomic
+
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(cfg.out), result)
     return result
