@@ -118,6 +118,12 @@ def _check_cell_env(path: Path, text: str, task: str, split: str, env: dict) -> 
         raise _fail(path, text, key, f"[env] for cell ({task}, {split}): {e}") from None
 
 
+def env_kwargs_of(suite: str | Path | None, image_size: int) -> dict:
+    """make_env keyword arguments for tools that render outside a suite run (imagine, vqa-gen): the
+    suite file's [env] table, so frames match data collected from it, else just ``image_size``."""
+    return {"image_size": image_size} if suite is None else dict(load_suite(suite).env_kwargs)
+
+
 def load_suite(path: str | Path) -> Suite:
     """Parse and validate a suite file. Raises SuiteError naming file, line and field on bad input."""
     path = Path(path)

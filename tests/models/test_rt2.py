@@ -255,6 +255,8 @@ def test_vqa_eval_run(tmp_path):
     assert res["majority_baseline"]["correct"] == 1 and res["majority_baseline"]["n"] == 3
     with pytest.raises(ValueError, match="disjoint"):  # scoring on the training scenes is refused
         vqa_run(VQAEvalConfig(checkpoint=str(tmp_path / "ckpt"), data=str(train)))
+    with pytest.raises(FileNotFoundError, match="baseline data"):  # a named baseline file must exist
+        vqa_run(VQAEvalConfig(checkpoint=str(tmp_path / "ckpt"), data=str(held_out), baseline_data=str(tmp_path / "x.npz")))
 
 
 # -- Hugging Face backbone ---------------------------------------------------------------------

@@ -158,3 +158,10 @@ def test_task_split_entries_and_suite_env_options(tmp_path, monkeypatch):
         assert z["images"].shape[1:3] == (24, 24) and z["scene_task"].tolist() == ["pick", "pad"]
     with pytest.raises(ValueError, match="TASK:SPLIT"):
         vqa_data.task_splits(["pad:"], "seen")
+
+
+def test_zero_scenes_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vlabench.env", types.SimpleNamespace(make_env=_FakeEnv))
+    with pytest.raises(ValueError, match="at least one scene"):
+        run(VQAGenConfig(out=str(tmp_path / "v.npz"), tasks=["pick"], n_scenes=0))
+    assert not (tmp_path / "v.npz").exists()

@@ -93,16 +93,12 @@ def run(cfg: ImagineConfig) -> Path:
     """Write the PNG described in the module docstring; returns its path."""
     from vlabench.env import make_env
     from vlabench.models.goal_image import load_goal_model
+    from vlabench.suite import env_kwargs_of
 
     pairs = _pairs(cfg)
     model, _ = load_goal_model(cfg.checkpoint, cfg.device)
     k = model.cfg.goal_offset
-    env_kwargs = {"image_size": cfg.image_size}
-    if cfg.suite is not None:
-        from vlabench.suite import load_suite
-
-        env_kwargs = dict(load_suite(cfg.suite).env_kwargs)
-    env = make_env(cfg.task, cfg.split, **env_kwargs)
+    env = make_env(cfg.task, cfg.split, **env_kwargs_of(cfg.suite, cfg.image_size))
     try:
         obs, _ = env.reset(seed=cfg.seed)
         done = False

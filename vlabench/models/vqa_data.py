@@ -250,24 +250,21 @@ def task_splits(tasks: list[str], split: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def env_options(suite: str | None, image_size: int) -> dict:
-    """make_env keyword arguments: a suite file's [env] table, else just the image size."""
-    if suite is None:
-        return {"image_size": image_size}
-    from vlabench.suite import load_suite
-
-    return dict(load_suite(suite).env_kwargs)
-
-
-def render_vqa(tasks: list[str], split: str, seeds: list[int], questions_per_scene: int, env_kwargs: dict,
-               renderer: str) -> dict[str, np.ndarray]:
+def render_vqa(tasks: list[str], split: str, seeds: list[int], questions_per_scene: int, suite: str | None,
+               image_size: int, renderer: str) -> dict[str, np.ndarray]:
     """Reset one env per (task, split) at each seed; returns the arrays of the .npz format (module
-    docstring). ``tasks`` and ``split`` are read by :func:`task_splits`."""
+    docstring). ``tasks`` and ``split`` are read by :func:`task_splits`; the env is built from
+    ``suite``'s [env] options, else at ``image_size``."""
     from tqdm import tqdm
 
     from vlabench.env import make_env  # the env is only needed here; generate_vqa stays pure
+    from vlabench.suite import env_kwargs_of
 
+    if not seeds or questions_per_scene < 1:
+        raise ValueError(f"need at least one scene and one question per scene, got n_scenes={len(seeds)}, "
+                         f"questions_per_scene={questions_per_scene}")
     pairs = task_splits(tasks, split)
+    env_kwargs = env_kwargs_of(suite, image_size)
     try:
         from vlabench.sim.library import CATALOG
 
@@ -311,8 +308,7 @@ def run(cfg: VQAGenConfig | "VQAEvalConfig"):
     if isinstance(cfg, VQAEvalConfig):
         return run_eval(cfg)
     seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.n_scenes))
-    arrays = render_vqa(cfg.tasks, cfg.split, seeds, cfg.questions_per_scene, env_options(cfg.suite, cfg.image_size),
-                        cfg.renderer)
+    arrays = render_vqa(cfg.tasks, cfg.split, seeds, cfg.questions_per_scene, cfg.suite, cfg.image_size, cfg.renderer)
     return write_npz(cfg.out, arrays)
 
 
@@ -380,14 +376,16 @@ def run_eval(cfg: VQAEvalConfig) -> dict:
 
     from vlabench.models.rt2 import load_rt2
 
+    if cfg.baseline_data and not Path(cfg.baseline_data).is_file():
+        raise FileNotFoundError(f"baseline data {cfg.baseline_data} does not exist (a VQA .npz from vqa-gen)")
     model = load_rt2(cfg.checkpoint, cfg.device)
     if cfg.data:
         with np.load(cfg.data, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     else:
         seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.n_scenes))
-        arrays = render_vqa(cfg.tasks, cfg.split, seeds, cfg.questions_per_scene,
-                            env_options(cfg.suite, cfg.image_size), cfg.renderer)
+        arrays = render_vqa(cfg.tasks, cfg.split, seeds, cfg.questions_per_scene, cfg.suite, cfg.image_size,
+                            cfg.renderer)
     train_file = model.cfg.vqa_data
     if train_file and Path(train_file).exists():
         with np.load(train_file, allow_pickle=False) as z:
