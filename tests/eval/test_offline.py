@@ -102,3 +102,11 @@ def test_swap_instructions_changes_what_the_model_reads(tmp_path, ckpt, monkeypa
     # Cells in name order (pad/symbols: episodes 0 and 2, pick/seen: 1 and 3), samples in episode order.
     assert own_seen == ["pad thing 0"] * 3 + ["pad thing 2"] * 2 + ["pick thing 1"] * 4 + ["pick thing 3"] * 5
     assert seen == ["pad thing 2"] * 3 + ["pad thing 0"] * 2 + ["pick thing 3"] * 4 + ["pick thing 1"] * 5
+
+
+def test_bad_arguments_are_refused(tmp_path, ckpt):
+    data = write_demos(tmp_path / "held", [3, 4])
+    with pytest.raises(ValueError, match="max_episodes_per_cell"):
+        run(OfflineEvalConfig(checkpoint=str(ckpt), data=str(data), max_episodes_per_cell=0))
+    with pytest.raises(ValueError, match="batch_size"):
+        run(OfflineEvalConfig(checkpoint=str(ckpt), data=str(data), batch_size=0))

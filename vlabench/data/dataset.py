@@ -147,6 +147,10 @@ class DemoDataset(Dataset):
     def episode_lengths(self) -> list[int]:
         return [ep["length"] for ep in self._episodes]
 
+    def episode_instructions(self) -> list[str]:
+        """The instruction of each episode, in sample order (no frames are read)."""
+        return [ep["instruction"] for ep in self._episodes]
+
     def __len__(self) -> int:
         return int(self._ends[-1])
 

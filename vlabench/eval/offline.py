@@ -111,6 +111,8 @@ def run(cfg: OfflineEvalConfig) -> dict:
 
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.max_episodes_per_cell is not None and cfg.max_episodes_per_cell < 1:
+        raise ValueError(f"max_episodes_per_cell must be >= 1 (or unset for all), got {cfg.max_episodes_per_cell}")
     model, info = load_checkpoint(cfg.checkpoint, cfg.device, use_ema=True)
     _, manifest_hash = read_dataset_meta(Path(cfg.data))
     dataset = make_dataset(Path(cfg.data), dict(model.data_spec()))
@@ -123,7 +125,7 @@ def run(cfg: OfflineEvalConfig) -> dict:
     cells, n_episodes = cell_samples(keys, lengths, cfg.max_episodes_per_cell)
     changed = None
     if cfg.swap_instructions:
-        own = [dataset[int(start)]["instruction"] for start in np.cumsum([0] + lengths[:-1])]
+        own = dataset.episode_instructions()
         swapped = swapped_instructions(keys, own)
         changed = sum(a != b for a, b in zip(own, swapped)) / max(len(own), 1)
         dataset = _Instructions(dataset, lengths, swapped)
