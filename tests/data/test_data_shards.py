@@ -203,3 +203,16 @@ def test_hash_depends_on_content_not_time(tmp_path: Path, synth) -> None:
     h3 = load_manifest(synth.write_dataset(tmp_path / "c", eps[:2]))["hash"]
     assert h1 == h2 != h3
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["hash"] == h1
+
+
+def test_loading_a_directory_without_demos_writes_nothing_into_it(tmp_path: Path) -> None:
+    from vlabench.data.manifest import load_manifest
+
+    (tmp_path / "notes.txt").write_text("not a demo directory")
+    m = load_manifest(tmp_path)
+    assert m["shards"] == [] and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    from vlabench.data.stats import ensure_stats
+
+    with pytest.raises(ValueError, match="holds no demos"):  # training/offline-eval name the directory
+        ensure_stats(tmp_path, m)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

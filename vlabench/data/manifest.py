@@ -212,6 +212,8 @@ def load_manifest(root: Path | str, skip_bad: bool = False, verify: bool = False
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"demo dataset directory {root} does not exist")
+    if not (root / MANIFEST_NAME).exists() and not source_files(root):
+        return _assemble([], [], None)  # not (yet) a demo directory: read it, write nothing into it
     with dir_lock(root):
         remove_orphan_tmps(root)
         old = {} if rescan else _read_json(root / MANIFEST_NAME)

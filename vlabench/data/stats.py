@@ -99,6 +99,8 @@ def ensure_stats(root: Path | str, manifest: dict) -> dict:
             return json.loads(path.read_text())
         except ValueError:
             pass  # torn by a non-atomic copy: recompute
+    if not manifest_episodes(manifest):
+        raise ValueError(f"{root} holds no demos (expected HDF5 shards written by `vlabench collect`)")
     stats = compute_stats(root, manifest)
     try:
         with dir_lock(root):
