@@ -5,13 +5,16 @@ Usage::
     python benchmarks/eval_throughput.py                     # noop at 1, 2 and all cores + expert
     python benchmarks/eval_throughput.py --gpu               # also 16 workers with renderer egl and tiny (CUDA)
     python benchmarks/eval_throughput.py --soak 2000         # RSS of one process over 2000 episodes
+    python benchmarks/eval_throughput.py --workers 1,2 --envs-per-worker 1,4,8 --no-expert   # slots per worker
 
 Throughput rows run the real harness (``vlabench.eval.harness.run``) with the noop policy, which never
 succeeds, so every episode runs exactly ``--max-steps`` steps: steps/s = total env steps / wall time,
 worker start-up included. The reference row, measured in the same run, is a bare env loop in this
 process (no harness, no IPC), so the harness overhead and the scaling with workers read off directly.
 The expert row gives episodes/hour on a smoke-like suite (all four tasks, seen split, each task's own
-max_steps) at all cores.
+max_steps) at all cores. ``--envs-per-worker`` adds rows with several env slots per worker process
+(``EvalConfig.envs_per_worker``; each row runs at least 2 episodes per slot); ``--overlap on|off|auto`` is
+passed on as ``EvalConfig.overlap``. benchmarks/inference_throughput.py does the same with learned policies.
 
 ``--soak N`` runs N expert episodes in ONE process through the same ``EnvSlot`` the workers use (envs
 cached per (task, split), resets cycling over the tasks) and prints the resident set size every
@@ -46,21 +49,25 @@ def write_suite(path: Path, per_cell: int, image_size: int, max_steps: int | Non
     return path
 
 
-def harness_row(label: str, policy: str, workers: int, episodes: int, renderer: str, args, tmp: Path) -> dict:
+def harness_row(label: str, policy: str, workers: int, episodes: int, renderer: str, args, tmp: Path,
+                envs_per_worker: int = 1) -> dict:
     from vlabench.eval.harness import EvalConfig, run
 
     per_cell = max(1, -(-episodes // len(TASKS)))
     max_steps = None if policy == "expert" else args.max_steps
-    suite = write_suite(tmp / f"{label}-{workers}-{renderer}.toml", per_cell, args.image_size, max_steps)
-    out = tmp / f"out-{label}-{workers}-{renderer}"
+    tag = f"{label}-{workers}x{envs_per_worker}-{renderer}".replace(" ", "_")
+    suite = write_suite(tmp / f"{tag}.toml", per_cell, args.image_size, max_steps)
+    out = tmp / f"out-{tag}"
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # keep stdout for the table; tqdm shows on stderr
-        res = run(EvalConfig(suite=suite, policy=policy, workers=workers, out=out, renderer=renderer))
+        res = run(EvalConfig(suite=suite, policy=policy, workers=workers, out=out, renderer=renderer,
+                             envs_per_worker=envs_per_worker, overlap=args.overlap))
     wall = time.perf_counter() - t0
     recs = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines()]
     steps = sum(r["steps"] for r in recs)
-    return {"config": label, "workers": workers, "renderer": res["renderer"], "episodes": len(recs), "steps": steps,
-            "wall_s": wall, "success": res["overall"]["rate"], "errors": res["overall"]["errors"]}
+    return {"config": label, "workers": workers, "envs_per_worker": envs_per_worker, "renderer": res["renderer"],
+            "episodes": len(recs), "steps": steps, "wall_s": wall, "success": res["overall"]["rate"],
+            "errors": res["overall"]["errors"]}
 
 
 def reference_row(args) -> dict:
@@ -86,11 +93,12 @@ def reference_row(args) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["config", "workers", "renderer", "episodes", "env steps", "wall s", "env steps/s", "episodes/h",
-            "success", "errors"]
+    cols = ["config", "workers", "envs/worker", "renderer", "episodes", "env steps", "wall s", "env steps/s",
+            "episodes/h", "success", "errors"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['workers']} | {r['renderer']} | {r['episodes']} | {r['steps']} | "
+        lines.append(f"| {r['config']} | {r['workers']} | {r.get('envs_per_worker', 1)} | {r['renderer']} | "
+                     f"{r['episodes']} | {r['steps']} | "
                      f"{r['wall_s']:.1f} | {r['steps'] / r['wall_s']:.1f} | {3600 * r['episodes'] / r['wall_s']:.0f} | "
                      f"{100 * r['success']:.0f}% | {r['errors']} |")
     return "\n".join(lines)
@@ -141,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-steps", type=int, default=40, help="env max_steps (noop episodes run exactly this)")
     ap.add_argument("--image-size", type=int, default=128, help="front and wrist camera size")
     ap.add_argument("--workers", type=str, default="", help="comma list; default 1,2,<cpu count>")
+    ap.add_argument("--envs-per-worker", type=str, default="1", help="comma list of env slots per worker")
+    ap.add_argument("--overlap", default="auto", help="EvalConfig.overlap: auto, on (double buffering) or off")
     ap.add_argument("--gpu", action="store_true", help="also 16 workers with renderer egl and tiny (needs CUDA)")
     ap.add_argument("--no-expert", action="store_true", help="skip the expert episodes/hour row")
     ap.add_argument("--soak", type=int, default=0, help="run N episodes in one process, report RSS (skips the rest)")
@@ -155,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = [reference_row(args)]
     with tempfile.TemporaryDirectory(prefix="vlabench-bench-") as tmp:
         for w in workers:
-            rows.append(harness_row("noop", "noop", w, max(args.episodes, 2 * w), "tiny", args, Path(tmp)))
+            for e in sorted({int(x) for x in args.envs_per_worker.split(",") if x}):
+                rows.append(harness_row("noop", "noop", w, max(args.episodes, 2 * w * e), "tiny", args, Path(tmp), e))
         if not args.no_expert:
             rows.append(harness_row("expert", "expert", cores, max(args.episodes, 2 * cores), "tiny", args, Path(tmp)))
         if args.gpu:

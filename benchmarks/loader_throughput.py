@@ -107,8 +107,9 @@ def main() -> None:
     text = f"Loader throughput on {os.cpu_count()} cores\n\n" + "\n".join(lines)
     print(text)
     if args.out:
-        Path(args.out + ".tmp").write_text(text + "\n")
-        os.replace(args.out + ".tmp", args.out)
+        from vlabench.fileio import write_text_atomic
+
+        write_text_atomic(args.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""act() latency per policy at batch 1 and 16, against RT-1's published 3 Hz control budget (333 ms).
+"""act() latency per policy at batch 1, 16 and 64, against RT-1's published 3 Hz control budget (333 ms).
 
 Each policy is built from its config with random weights (latency does not depend on the weights)
 and the packaged pretrained parts, and called on synthetic observations shaped like the env's
@@ -6,7 +6,11 @@ and the packaged pretrained parts, and called on synthetic observations shaped l
 new chunk (diffusion: a DDIM or DDPM solve; goal-diffusion: a subgoal plus a chunk) and the mean
 over a full chunk of steps, since queued steps cost almost nothing.
 
-    python benchmarks/policy_latency.py [--preset small|base] [--device cpu|cuda] [--repeats 3] [--out FILE.md]
+    python benchmarks/policy_latency.py [--preset small|base] [--device cpu|cuda] [--batches 1,16,64]
+        [--only RT-1,DDIM] [--out FILE.md]
+
+OMP_NUM_THREADS defaults to 1 here (set it before running to change that): one core per policy, as in
+the eval harness, whose workers hold the other cores (EvalConfig.act_threads).
 """
 
 from __future__ import annotations
@@ -68,11 +72,14 @@ CASES = [  # (label, registry name, config overrides, steps timed: 1 = every ste
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="small")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
+    ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--only", default="", help="comma-separated case labels substrings to run")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    from vlabench.devices import resolve_device
+
+    args.device = resolve_device(args.device)
     torch.set_grad_enabled(False)
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     lines = [f"act() latency, preset {args.preset}, {device_name}; budget {BUDGET_MS:.0f} ms (RT-1 at 3 Hz)", "",
@@ -90,9 +97,9 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        with open(args.out + ".tmp", "w") as f:
-            f.write(text + "\n")
-        os.replace(args.out + ".tmp", args.out)
+        from vlabench.fileio import write_text_atomic
+
+        write_text_atomic(args.out, text + "\n")
 
 
 if __name__ == "__main__":

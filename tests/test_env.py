@@ -190,7 +190,7 @@ def test_front_fov_zooms_the_front_camera():
     from vlabench.sim import camera
 
     point = np.array([[0.5, 0.15, 0.0]])
-    wide, narrow = camera.project_to_front(point, 96)[0], camera.project_to_front(point, 96, fov=35.0)[0]
+    wide, narrow = camera.project_to_front(point, 96, fov=50.0)[0], camera.project_to_front(point, 96, fov=35.0)[0]
     assert abs(narrow[0] - 48) > 1.3 * abs(wide[0] - 48)  # the same point lands further from the centre
     env = TabletopEnv("pick", front_fov=35.0, image_size=96, wrist_size=16, objects=["red ball"], distractors=(0, 0))
     env.reset(seed=0)
@@ -200,3 +200,43 @@ def test_front_fov_zooms_the_front_camera():
     env.close()
     with pytest.raises(ValueError, match="front_fov"):
         TabletopEnv("pick", front_fov=5.0)
+
+
+TINY = dict(image_size=16, wrist_size=16)
+
+
+def test_import_vlabench_registers_every_task():
+    for task in TASKS.values():
+        assert gym.spec(f"vlabench/{task.gym_id}-v0").entry_point == "vlabench.env:TabletopEnv"
+
+
+def test_async_vector_env_returns_the_same_instructions_and_images_as_sync():
+    # Gymnasium's shared memory reads a Text space once, at construction (every instruction was 256 x "a").
+    single = [make_env("pick", **TINY).reset(seed=s)[0]["instruction"] for s in (3, 4, 5, 6)]
+    assert single[:2] != single[2:]
+    runs = {}
+    for mode in ("async", "sync"):
+        env = gym.make_vec("vlabench/Pick-v0", num_envs=2, vectorization_mode=mode, **TINY)
+        first, _ = env.reset(seed=[3, 4])
+        stepped, *_ = env.step(np.zeros((2, 7), np.float32))
+        second, _ = env.reset(seed=[5, 6])
+        runs[mode] = (first, stepped, second)
+        env.close()
+    for a, s, want in zip(runs["async"], runs["sync"], (single[:2], single[:2], single[2:])):
+        assert a["instruction"] == s["instruction"] == tuple(want)  # the first batch did not change afterwards
+        assert np.array_equal(a["image"], s["image"]) and np.array_equal(a["state"], s["state"])
+
+
+def test_async_vector_env_without_copy_gives_a_live_view_that_copies_to_a_tuple():
+    import copy
+
+    env = gym.make_vec("vlabench/Pick-v0", num_envs=2, vectorization_mode="async", vector_kwargs={"copy": False},
+                       **TINY)
+    view = env.reset(seed=[3, 4])[0]["instruction"]
+    frozen = copy.deepcopy(view)
+    env.reset(seed=[5, 6])
+    single = [make_env("pick", **TINY).reset(seed=s)[0]["instruction"] for s in (3, 4, 5, 6)]
+    assert type(frozen) is tuple and frozen == tuple(single[:2])
+    assert list(view) == single[2:] and len(view) == 2 and view[1] == single[3]
+    assert pickle.loads(pickle.dumps(view)) == tuple(single[2:])
+    env.close()

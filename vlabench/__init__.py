@@ -1,5 +1,12 @@
-"""vlabench: a benchmark suite for vision-language-action policies."""
+"""vlabench: a benchmark suite for vision-language-action policies.
 
+Importing the package registers every task family's Gymnasium id, as panda-gym does, so
+``import vlabench`` is all ``gym.make("vlabench/Pick-v0")`` needs (``gym.make("vlabench:vlabench/Pick-v0")``
+needs not even that). Registration imports the task modules (scene samplers: numpy, pybullet's C module,
+the object catalogue) and gymnasium, but neither the env module, nor torch, nor a physics client.
+"""
+
+import importlib as _importlib
 import os as _os
 import sys as _sys
 
@@ -33,4 +40,6 @@ def _import_pybullet_quietly() -> None:
         _os.close(devnull)
 
 
+# The task modules import pybullet (through vlabench.sim), so its banner is silenced before they load.
 _import_pybullet_quietly()
+_importlib.import_module("vlabench.tasks")  # each family registers itself, gym id included

@@ -1,5 +1,9 @@
-"""The ``vlabench`` command. Each subcommand is a dataclass config parsed by tyro and a ``run`` function;
-modules are imported only for the subcommand that runs, so ``vlabench tasks`` starts fast."""
+"""The ``vlabench`` command. Each subcommand is a dataclass config parsed by tyro (or a parser function,
+for ``train`` whose options depend on the recipe) and a ``run`` function in the module of the floor it
+belongs to; modules are imported only for the subcommand that runs, so ``vlabench tasks`` starts fast.
+
+Errors a user can fix (ValueError, FileNotFoundError, RuntimeError) print one line and exit 1; Ctrl-C
+prints one line saying what was saved and how to resume, and exits 130."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pathlib import Path
 
 from tyro.conf import Positional
 
-# name -> (module, config class, run function, one-line help)
+# name -> (module, config class or parser function, run function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "tasks": ("vlabench.cli", "TasksConfig", "run_tasks", "list task families, their splits and example instructions"),
     "render": ("vlabench.cli", "RenderConfig", "run_render", "save what the front (and wrist) camera sees"),
@@ -22,11 +26,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "eval": ("vlabench.eval.harness", "EvalConfig", "run", "evaluate a policy on a suite"),
     "offline-eval": ("vlabench.eval.offline", "OfflineEvalConfig", "run", "per-cell losses on held-out demos"),
     "report": ("vlabench.report.report", "ReportConfig", "run", "tables, charts and paired tests from results"),
-    "train": ("vlabench.train.loop", "", "run", "train a policy from a recipe (policies/*.toml)"),
-    "vqa-gen": ("vlabench.models.vqa_data", "VQAGenConfig", "run", "generate co-training VQA data from scenes"),
-    "vqa-eval": ("vlabench.models.vqa_data", "VQAEvalConfig", "run", "VQA accuracy of an RT-2 checkpoint"),
-    "imagine": ("vlabench.models.goal_imagine", "ImagineConfig", "run", "goal-image grid from a checkpoint"),
-    "image-metrics": ("vlabench.models.image_metrics", "ImageMetricsConfig", "run", "PSNR/SSIM/FD of generated goals"),
+    "pipeline": ("vlabench.pipeline.command", "PipelineConfig", "run", "collect, train, eval, probe, report by profile"),
+    "train": ("vlabench.train.command", "parse_train_args", "run", "train a policy from a recipe (policies/*.toml)"),
+    "vqa-gen": ("vlabench.data.vqa", "VQAGenConfig", "run", "generate co-training VQA data from scenes"),
+    "vqa-eval": ("vlabench.eval.vqa", "VQAEvalConfig", "run", "VQA accuracy of an RT-2 checkpoint"),
+    "imagine": ("vlabench.eval.imagine", "ImagineConfig", "run", "goal-image grid from a checkpoint"),
+    "image-metrics": ("vlabench.eval.image_metrics", "ImageMetricsConfig", "run", "PSNR/SSIM/FD of generated goals"),
 }
 
 
@@ -62,12 +67,14 @@ class SuiteShowConfig:
 
 
 def run_tasks(cfg: TasksConfig) -> None:
-    from vlabench.tasks import TASKS
+    from vlabench.tasks import TASKS, split_table
 
     for t in TASKS.values():
         print(f"{t.name:<11} vlabench/{t.gym_id}-v0  max_steps={t.max_steps}")
         print(f"{'':<11} e.g. {t.example!r}")
         print(f"{'':<11} splits: {', '.join(t.splits)}")
+    print()
+    print(split_table())
 
 
 def run_render(cfg: RenderConfig) -> Path:
@@ -91,10 +98,10 @@ def run_render(cfg: RenderConfig) -> Path:
         canvas.paste(pil, (0, 0))
         ImageDraw.Draw(canvas).multiline_text((4, pil.height + 3), "\n".join(lines), fill="black", spacing=1)
         pil = canvas
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.out.with_name(cfg.out.name + ".tmp")
-    pil.save(tmp, format="PNG")
-    tmp.replace(cfg.out)
+    from vlabench.fileio import atomic_path
+
+    with atomic_path(cfg.out, suffix=".png") as tmp:
+        pil.save(tmp, format="PNG")
     print(f"{cfg.out}: {obs['instruction']!r} (task {cfg.task}, split {info['split']}, seed {cfg.seed}, "
           f"renderer {info['renderer']})")
     return cfg.out
@@ -127,16 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     rest = argv[len(name.split()):]
     module_name, cfg_name, fn_name, help_ = COMMANDS[name]
     module = importlib.import_module(module_name)
-    fn = getattr(module, fn_name)
+    fn, parse = getattr(module, fn_name), getattr(module, cfg_name)
     try:
-        if not cfg_name:  # the command parses its own arguments (train: recipe-dependent options)
-            fn(rest)
-        else:
-            cfg = tyro.cli(getattr(module, cfg_name), args=rest, prog=f"vlabench {name}", description=help_)
-            fn(cfg)
+        if isinstance(parse, type):
+            cfg = tyro.cli(parse, args=rest, prog=f"vlabench {name}", description=help_)
+        else:  # a parser function (train: the options depend on the recipe)
+            cfg = parse(rest)
+        fn(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"vlabench {name}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:
+        print(f"\nvlabench {name}: interrupted" + (f"; {e}" if str(e) else ""), file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,4 +1,5 @@
-"""TabletopEnv: the Gymnasium environment, and registration of ``vlabench/<Task>-v0`` ids.
+"""TabletopEnv: the Gymnasium environment. ``import vlabench`` registers its ids, ``vlabench/<GymId>-v0``
+(one per task family, see ``vlabench.tasks.registry``), with this class as a string entry point.
 
 Contract (DESIGN.md):
 - ``reset(seed=s)``: the same seed gives the same scene, instruction and images. The scene is sampled
@@ -12,30 +13,87 @@ Contract (DESIGN.md):
 - ``info["success"]`` from the task's state predicate, ``info["diagnostics"]`` its parts,
   ``info["renderer"]`` the renderer in use. ``terminated`` is True on success (when
   ``terminate_on_success``), ``truncated`` after ``max_steps``.
+- Vectorized: ``gym.make_vec(id, n, vectorization_mode="sync" | "async")`` both batch ``instruction`` as a
+  tuple of n str; the async env's shared memory is read correctly thanks to ``InstructionSpace``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import string
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pybullet as p
 from gymnasium import spaces
+from gymnasium.vector.utils import read_from_shared_memory
 
 from vlabench.language import Split, get_split
 from vlabench.sim import camera
 from vlabench.sim import constants as C
 from vlabench.sim.objects import spawn
 from vlabench.sim.world import World
-from vlabench.tasks import TASKS, get_task
+from vlabench.tasks import get_task
 from vlabench.tasks.base import object_pool
 
 CHARSET = string.ascii_letters + string.digits + " ,.?!'-+=*/()"
 """Characters an instruction may contain (the Text space's charset)."""
 MAX_IMAGE_SIZE = 512
+
+
+class InstructionSpace(spaces.Text):
+    """The ``instruction`` observation: a ``Text`` space that stays correct in ``AsyncVectorEnv``.
+
+    Gymnasium's async vector env reads a ``Text`` space's shared memory once, when it is built, and
+    returns those strings forever (Gymnasium issue #1164): every instruction would read as the padding
+    character, 256 x "a". For this subclass the read returns a live view (``SharedInstructions``) that
+    decodes the buffer the workers write; the copy the vector env hands out (its default ``copy=True``)
+    is a plain tuple of the current instructions. Everywhere else it is an ordinary ``Text`` space.
+    """
+
+
+class SharedInstructions(Sequence):
+    """The instructions of an async vector env's sub-envs, decoded from shared memory on each access.
+
+    Copying (``copy.deepcopy``, as ``AsyncVectorEnv(copy=True)`` does; ``copy.copy``; pickling) gives a
+    tuple of str, so the batch a step returns never changes afterwards."""
+
+    def __init__(self, space: InstructionSpace, shared_memory: Any, n: int) -> None:
+        self._space, self._memory, self._n = space, shared_memory, n
+
+    def snapshot(self) -> tuple[str, ...]:
+        """The current instructions, as a tuple of str."""
+        return read_from_shared_memory.dispatch(spaces.Text)(self._space, self._memory, self._n)
+
+    def __getitem__(self, i: int | slice) -> str | tuple[str, ...]:
+        return self.snapshot()[i]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __eq__(self, other: object) -> bool:
+        return self.snapshot() == (other.snapshot() if isinstance(other, SharedInstructions) else other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"SharedInstructions{self.snapshot()!r}"
+
+    def __copy__(self) -> tuple[str, ...]:
+        return self.snapshot()
+
+    def __deepcopy__(self, memo: dict) -> tuple[str, ...]:
+        return self.snapshot()
+
+    def __reduce__(self) -> tuple[type, tuple[tuple[str, ...]]]:
+        return tuple, (self.snapshot(),)
+
+
+@read_from_shared_memory.register(InstructionSpace)
+def _read_instructions(space: InstructionSpace, shared_memory: Any, n: int = 1) -> SharedInstructions:
+    return SharedInstructions(space, shared_memory, n)
 
 
 def narrow(split: Split, task, objects: list[str] | None, distractors: tuple[int, int] | None,
@@ -109,7 +167,7 @@ class TabletopEnv(gym.Env):
             "wrist_image": spaces.Box(0, 255, (self.wrist_size, self.wrist_size, 3), np.uint8),
             "state": spaces.Box(np.array([-2, -2, -2, -1, -1, -1, -1, 0], np.float32),
                                 np.array([2, 2, 2, 1, 1, 1, 1, 0.1], np.float32), dtype=np.float32),
-            "instruction": spaces.Text(max_length=256, min_length=1, charset=CHARSET),
+            "instruction": InstructionSpace(max_length=256, min_length=1, charset=CHARSET),
         }
         if depth:
             obs["depth"] = spaces.Box(0, 10.0, (self.image_size, self.image_size), np.float32)
@@ -229,15 +287,3 @@ class TabletopEnv(gym.Env):
 def make_env(task: str, split: str | None = None, **kwargs) -> TabletopEnv:
     """A TabletopEnv without gymnasium's wrappers (faster; what the harness uses)."""
     return TabletopEnv(task=task, split=split, **kwargs)
-
-
-def register_all() -> None:
-    """Register ``vlabench/<GymId>-v0`` for every task (idempotent)."""
-    for name, task in TASKS.items():
-        env_id = f"vlabench/{task.gym_id}-v0"
-        if env_id not in gym.registry:
-            gym.register(env_id, entry_point="vlabench.env:TabletopEnv", kwargs={"task": name},
-                         max_episode_steps=None, disable_env_checker=False)
-
-
-register_all()

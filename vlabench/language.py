@@ -1,60 +1,47 @@
 """Instruction templates, synonyms, category references and the split definitions.
 
 Phrasings come in two disjoint sets per task: ``train`` (used for demos and the seen split) and
-``heldout`` (only in the ``paraphrase`` split). Tests check that no held-out template is ever a train
-template and that templates are filled deterministically from the episode's RNG.
+``heldout`` (only in the ``paraphrase`` split). Each task family declares its own in its module
+(``Task.templates``); registering it records them in ``TEMPLATES`` after checking that no held-out
+template is a train template. Templates are filled deterministically from the episode's RNG.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
-    "pick": {
-        "train": ("pick up the {obj}", "grab the {obj}", "lift the {obj}", "pick the {obj} up"),
-        "heldout": ("raise the {obj} off the table", "could you lift up the {obj}?", "get the {obj} into the air"),
-    },
-    "place": {
-        "train": ("put the {obj} in the {container}", "place the {obj} in the {container}",
-                  "move the {obj} into the {container}"),
-        "heldout": ("drop the {obj} into the {container}", "the {obj} belongs in the {container}, put it there"),
-    },
-    "push": {
-        "train": ("push the {obj} to the {region} of the table", "slide the {obj} to the {region}",
-                  "push the {obj} toward the {region}"),
-        "heldout": ("nudge the {obj} over to the {region}", "shove the {obj} so it ends up at the {region}"),
-    },
-    "stack": {
-        "train": ("stack the {obj} on the {base}", "put the {obj} on top of the {base}", "place the {obj} on the {base}"),
-        "heldout": ("build a tower with the {obj} above the {base}", "set the {obj} down onto the {base}"),
-    },
-    "next_to": {
-        "train": ("move the {obj} next to the {ref}", "put the {obj} beside the {ref}", "place the {obj} near the {ref}"),
-        "heldout": ("bring the {obj} close to the {ref}", "the {obj} should sit right by the {ref}"),
-    },
-    "pad": {
-        "train": ("move the {obj} to the pad with the {symbol}", "put the {obj} on the {symbol} pad",
-                  "place the {obj} on the pad showing the {symbol}"),
-        "heldout": ("drop the {obj} onto the pad marked with the {symbol}", "the {obj} goes on the {symbol} pad"),
-    },
-    # The three reasoning families below exist only in their emergent split (relational, math, semantic),
-    # never in training; "train" is simply the phrasing set those splits use, "heldout" stays empty.
-    "relational": {
-        "train": ("pick up the {desc}", "grab the {desc}", "lift the {desc}"),
-        "heldout": (),
-    },
-    "math": {
-        "train": ("put the {obj} on the pad showing {expr}", "place the {obj} on the pad with {expr}",
-                  "move the {obj} to the pad that shows {expr}"),
-        "heldout": (),
-    },
-    "category": {
-        "train": ("pick up {cat}", "grab {cat}", "lift {cat}"),
-        "heldout": (),
-    },
-}
+TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {}
+"""Task name -> {"train": phrasings, "heldout": phrasings}. Each family declares its own (``Task.templates``
+in its module); registering the family adds them here through ``add_templates``. Read-only elsewhere."""
+
+
+def check_templates(task: str, templates: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    """``task``'s phrasings as {"train": (...), "heldout": (...)}; ValueError unless both are tuples of
+    strings, train non-empty, and no held-out phrasing equals a train one."""
+    if not isinstance(templates, Mapping) or set(templates) != {"train", "heldout"}:
+        keys = sorted(templates) if isinstance(templates, Mapping) else type(templates).__name__
+        raise ValueError(f"templates of task {task!r} must have exactly the keys 'train' and 'heldout', got {keys}")
+    out = {}
+    for phrasing in ("train", "heldout"):
+        seq = templates[phrasing]
+        if isinstance(seq, str) or not all(isinstance(t, str) and t for t in seq):
+            raise ValueError(f"{phrasing} templates of task {task!r} must be a tuple of non-empty strings, got {seq!r}")
+        out[phrasing] = tuple(seq)
+    if not out["train"]:
+        raise ValueError(f"task {task!r} needs at least one train template")
+    shared = set(out["train"]) & set(out["heldout"])
+    if shared:
+        raise ValueError(f"held-out templates of task {task!r} repeat train templates: {sorted(shared)}")
+    return out
+
+
+def add_templates(task: str, templates: Mapping[str, Sequence[str]]) -> None:
+    """Record ``task``'s phrasings (checked by ``check_templates``) in ``TEMPLATES``."""
+    TEMPLATES[task] = check_templates(task, templates)
+
 
 RELATIONS: dict[str, tuple[str, ...]] = {
     "left": ("object to the left of the {ref}", "object left of the {ref}"),
@@ -136,10 +123,22 @@ def get_split(name: str) -> Split:
     return SPLITS[name]
 
 
-def instruction(task: str, phrasing: str, rng: np.random.Generator, **slots: str) -> str:
-    """Fill a random template of ``task`` from the ``phrasing`` set with ``slots``."""
-    options = TEMPLATES[task][phrasing]
+def fill(options: Sequence[str], rng: np.random.Generator, **slots: str) -> str:
+    """One of ``options``, drawn with a single ``rng.integers`` call, formatted with ``slots``."""
+    if not options:
+        raise ValueError("no templates to choose from")
     return options[int(rng.integers(len(options)))].format(**slots)
+
+
+def instruction(task: str, phrasing: str, rng: np.random.Generator, **slots: str) -> str:
+    """Fill a random template of ``task`` from the ``phrasing`` set (train | heldout) with ``slots``.
+    The same as ``TASKS[task].instruction(...)``, for callers that only hold the name."""
+    if task not in TEMPLATES:
+        raise ValueError(f"no templates for task {task!r}; known: {', '.join(TEMPLATES)} (import vlabench.tasks "
+                         "registers the shipped families)")
+    if phrasing not in TEMPLATES[task]:
+        raise ValueError(f"unknown phrasing {phrasing!r}; valid: train, heldout")
+    return fill(TEMPLATES[task][phrasing], rng, **slots)
 
 
 def refer(name: str, synonyms: tuple[str, ...], rng: np.random.Generator, p_synonym: float = 0.25) -> str:

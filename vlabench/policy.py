@@ -1,53 +1,21 @@
-"""The Policy protocol and the built-in policies: expert, random, noop and replay.
+"""The built-in policies (expert, random, noop, replay) and ``make_policy``, which builds any policy
+from a name or a checkpoint directory.
 
-A policy is batched over env *slots*: the eval harness runs K envs side by side and calls ``act`` once
-per control step with one row per active slot. Rows may be a subset of the slots (a slot whose episode
-ended and that has no work left drops out), so a policy must key its per-env memory on
-``obs_batch["slot"]``, never on the row position.
-
-obs_batch (n rows)::
-
-    image        (n, H, W, 3) uint8    front camera
-    wrist_image  (n, h, w, 3) uint8    wrist camera
-    state        (n, 8) float32        ee xyz, ee quaternion xyzw, gripper opening
-    instruction  list[str] (n)
-    slot         (n,) int64            env slot of each row
-    is_first     (n,) bool             first step of a new episode in that slot: clear its history/queues
-    seed         (n,) int64            episode seed (the harness always sends it; lets policies be
-                                       reproducible per episode whatever slot or worker count)
-    task, split  list[str] (n)         the episode's task and split (harness extras)
-    expert_action (n, 7) float32       only for policies with ``needs_expert = True``: the scripted
-                                       oracle's action, computed from privileged state inside the env worker
-
-``act`` returns float32 actions (n, 7) in [-1, 1] (see the action contract in DESIGN.md).
-
-Checkpoints: ``make_policy(path, device)`` with a checkpoint directory (or a training run directory
-whose ``latest`` is used) loads it through ``vlabench.train.checkpoint.load_policy``.
+The Policy protocol, the observation batch and the per-slot memory every policy uses are defined
+once in vlabench.contracts (see its docstring for ``obs_batch``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import numpy as np
 
-ACTION_DIM = 7
+from vlabench.contracts import ACTION_DIM, Policy, SlotMemory
 
-
-@runtime_checkable
-class Policy(Protocol):
-    """What the eval harness drives. See the module docstring for ``obs_batch``."""
-
-    def reset(self, n_envs: int) -> None:
-        """Forget everything; the next episodes run in slots 0..n_envs-1."""
-
-    def act(self, obs_batch: dict[str, Any]) -> np.ndarray:
-        """Actions (n, 7) float32 for the n rows of ``obs_batch``."""
-
-
-def _n_rows(obs_batch: dict[str, Any]) -> int:
-    return len(obs_batch["slot"])
+__all__ = ["BUILTIN_POLICIES", "ExpertPolicy", "NoopPolicy", "Policy", "RandomPolicy", "ReplayPolicy",
+           "is_builtin", "make_policy"]
 
 
 class ExpertPolicy:
@@ -59,15 +27,18 @@ class ExpertPolicy:
 
     needs_expert: ClassVar[bool] = True
 
+    def __init__(self) -> None:
+        self.memory = SlotMemory()
+
     def reset(self, n_envs: int) -> None:
-        pass
+        self.memory.reset()
 
     def act(self, obs_batch: dict[str, Any]) -> np.ndarray:
         if "expert_action" not in obs_batch:
             raise KeyError("the expert policy needs obs_batch['expert_action'] (n, 7); the harness fills it "
                            "for policies with needs_expert = True")
-        a = np.asarray(obs_batch["expert_action"], dtype=np.float32)
-        return a.reshape(_n_rows(obs_batch), ACTION_DIM)
+        n = len(self.memory.update(obs_batch))
+        return np.asarray(obs_batch["expert_action"], dtype=np.float32).reshape(n, ACTION_DIM)
 
 
 class RandomPolicy:
@@ -82,21 +53,21 @@ class RandomPolicy:
 
     def __init__(self, seed_offset: int = 0) -> None:
         self.seed_offset = int(seed_offset)
-        self._rngs: dict[int, np.random.Generator] = {}
+        self.memory = SlotMemory()
 
     def reset(self, n_envs: int) -> None:
-        self._rngs = {}
+        self.memory.reset()
 
     def act(self, obs_batch: dict[str, Any]) -> np.ndarray:
-        slots = np.asarray(obs_batch["slot"], dtype=np.int64)
-        first = np.asarray(obs_batch.get("is_first", np.zeros(len(slots), bool)), dtype=bool)
+        states = self.memory.update(obs_batch)
         seeds = obs_batch.get("seed")
-        out = np.empty((len(slots), ACTION_DIM), np.float32)
-        for row, slot in enumerate(slots.tolist()):
-            if first[row] or slot not in self._rngs:
-                s = int(seeds[row]) if seeds is not None else slot
-                self._rngs[slot] = np.random.default_rng([self.seed_offset, s])
-            out[row] = self._rngs[slot].uniform(-1.0, 1.0, ACTION_DIM)
+        slots = obs_batch.get("slot", range(len(states)))
+        out = np.empty((len(states), ACTION_DIM), np.float32)
+        for row, st in enumerate(states):
+            if st.fresh:
+                s = int(seeds[row]) if seeds is not None else int(slots[row])
+                st.data["rng"] = np.random.default_rng([self.seed_offset, s])
+            out[row] = st.data["rng"].uniform(-1.0, 1.0, ACTION_DIM)
         return out
 
 
@@ -105,11 +76,14 @@ class NoopPolicy:
 
     needs_expert: ClassVar[bool] = False
 
+    def __init__(self) -> None:
+        self.memory = SlotMemory()
+
     def reset(self, n_envs: int) -> None:
-        pass
+        self.memory.reset()
 
     def act(self, obs_batch: dict[str, Any]) -> np.ndarray:
-        a = np.zeros((_n_rows(obs_batch), ACTION_DIM), np.float32)
+        a = np.zeros((len(self.memory.update(obs_batch)), ACTION_DIM), np.float32)
         a[:, 6] = -1.0
         return a
 
@@ -134,8 +108,7 @@ class ReplayPolicy:
         self._where: dict[tuple[str, int], tuple[str, str]] = {}
         for ep in manifest_episodes(manifest):
             self._where.setdefault((str(ep["task"]), int(ep["seed"])), (ep["file"], ep["demo"]))
-        self._actions: dict[int, np.ndarray] = {}
-        self._t: dict[int, int] = {}
+        self.memory = SlotMemory()
 
     def __len__(self) -> int:
         return len(self._where)
@@ -153,24 +126,21 @@ class ReplayPolicy:
         return np.asarray(actions, dtype=np.float32)
 
     def reset(self, n_envs: int) -> None:
-        self._actions, self._t = {}, {}
+        self.memory.reset()
 
     def act(self, obs_batch: dict[str, Any]) -> np.ndarray:
         if "task" not in obs_batch or "seed" not in obs_batch:
             raise KeyError("the replay policy needs obs_batch['task'] and obs_batch['seed'] (the harness sends them)")
-        slots = np.asarray(obs_batch["slot"], dtype=np.int64).tolist()
-        first = np.asarray(obs_batch["is_first"], dtype=bool)
-        out = np.zeros((len(slots), ACTION_DIM), np.float32)
-        for row, slot in enumerate(slots):
-            if first[row] or slot not in self._actions:
-                self._actions[slot] = self.actions_for(obs_batch["task"][row], int(obs_batch["seed"][row]))
-                self._t[slot] = 0
-            acts, t = self._actions[slot], self._t[slot]
-            if t < len(acts):
-                out[row] = acts[t]
-            elif len(acts):
-                out[row, 6] = acts[-1, 6]
-            self._t[slot] = t + 1
+        states = self.memory.update(obs_batch)
+        out = np.zeros((len(states), ACTION_DIM), np.float32)
+        for row, st in enumerate(states):
+            if st.fresh:
+                st.queue.extend(self.actions_for(obs_batch["task"][row], int(obs_batch["seed"][row])))
+                st.data["gripper"] = st.queue[-1][6] if st.queue else 0.0
+            if st.queue:
+                out[row] = st.queue.popleft()
+            else:
+                out[row, 6] = st.data["gripper"]
         return out
 
 
@@ -205,7 +175,7 @@ def make_policy(name_or_path: str | Path, device: str = "cpu", **kw: Any) -> Pol
     if not is_builtin(spec):
         path = Path(spec)
         if path.is_dir():
-            from vlabench.train.checkpoint import load_policy
+            from vlabench.models.checkpoint import load_policy
 
             return load_policy(path, device, **kw)
         if path.exists():

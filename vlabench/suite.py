@@ -17,7 +17,9 @@ env options, and cells (a task and the splits it is evaluated in)::
 Episode identity: ``(suite, task, split, index) -> seed = seed_range[0] + index``. The seed never depends
 on batch position or worker count. Collection and evaluation seeds are disjoint by construction:
 train suites must draw from ``TRAIN_SEEDS`` and eval suites from ``EVAL_SEEDS``, and a file that
-breaks this is refused. The manifest hash covers every episode, the env options and ``SUITE_FORMAT``.
+breaks this is refused. The manifest hash covers every episode, the env options, ``SUITE_FORMAT`` and the
+simulator version (``vlabench.sim.constants.SIM_VERSION``), so results made on another simulator version
+never pair with these episodes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from vlabench.language import get_split
+from vlabench.sim.world import RENDERERS
 from vlabench.tasks import TASKS
 
 SUITE_FORMAT = 1
@@ -42,6 +45,8 @@ EVAL_SEEDS = (1_000_000, 2_000_000)
 KINDS = {"train": TRAIN_SEEDS, "eval": EVAL_SEEDS}
 ENV_OPTIONS = ("image_size", "wrist_size", "renderer", "max_steps", "depth", "segmentation", "objects", "distractors",
                "front_fov")
+IMAGE_SIZES = (16, 512)
+"""Camera sizes TabletopEnv accepts (inclusive; vlabench.env checks the same range, MAX_IMAGE_SIZE)."""
 
 
 class SuiteError(ValueError):
@@ -84,6 +89,10 @@ class Suite:
 
 
 def _line_of(text: str, needle: str) -> int:
+    """Line of ``needle = ...`` if the file assigns it, else the first line where it appears as a word."""
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(needle)}\s*=", line):
+            return i
     for i, line in enumerate(text.splitlines(), 1):
         if re.search(rf"(^|[^\w]){re.escape(needle)}([^\w]|$)", line):
             return i
@@ -97,10 +106,47 @@ def _fail(path: Path, text: str, needle: str, message: str) -> SuiteError:
 
 
 def manifest_hash(name: str, episodes: list[Episode], env_kwargs: dict) -> str:
-    """sha256 over the suite format, name, env options and every episode key."""
-    payload = json.dumps({"format": SUITE_FORMAT, "name": name, "env": env_kwargs,
+    """sha256 over the suite format, the simulator version, name, env options and every episode key."""
+    from vlabench.sim.constants import SIM_VERSION
+
+    payload = json.dumps({"format": SUITE_FORMAT, "sim": SIM_VERSION, "name": name, "env": env_kwargs,
                           "episodes": [asdict(e) for e in episodes]}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def env_option_error(key: str, value: object) -> str | None:
+    """Why ``value`` is not valid for the env option ``key`` (None when it is): types and ranges. The
+    options that depend on the cell (objects, distractors, front_fov) are checked per cell by
+    ``vlabench.env.narrow`` (see `_check_cell_env`); only their types are checked here."""
+    lo, hi = IMAGE_SIZES
+    if key not in ENV_OPTIONS:
+        return f"unknown env option {key!r}; valid: {', '.join(ENV_OPTIONS)}"
+    if key in ("image_size", "wrist_size") and not (_is_int(value) and lo <= value <= hi):
+        return f"{key} must be an integer in [{lo}, {hi}], got {value!r}"
+    if key == "renderer" and value not in RENDERERS:
+        return f"renderer must be one of {', '.join(RENDERERS)}, got {value!r}"
+    if key == "max_steps" and not (_is_int(value) and value >= 1):
+        return f"max_steps must be an integer >= 1, got {value!r}"
+    if key in ("depth", "segmentation") and not isinstance(value, bool):
+        return f"{key} must be true or false, got {value!r}"
+    if key == "objects" and not (isinstance(value, list) and value and all(isinstance(o, str) for o in value)):
+        return f'objects must be a non-empty list of catalogue names, e.g. ["red ball"], got {value!r}'
+    if key == "distractors" and not isinstance(value, list):
+        return f"distractors must be [lo, hi] with integers 0 <= lo <= hi, got {value!r}"
+    return None  # the values of distractors and front_fov: vlabench.env.narrow, per cell
+
+
+def check_env_options(env: dict, source: str = "env option") -> None:
+    """Raise ValueError naming the first bad option of ``env`` (make_env keyword arguments), e.g. to refuse
+    command-line overrides before any worker starts. ``source`` says where the values came from."""
+    for key, value in env.items():
+        why = env_option_error(key, value)
+        if why is not None:
+            raise ValueError(f"{source} {key}={value!r}: {why}")
 
 
 def _check_cell_env(path: Path, text: str, task: str, split: str, env: dict) -> None:
@@ -154,9 +200,12 @@ def load_suite(path: str | Path) -> Suite:
         raise _fail(path, text, "seed_range", f"field 'seed_range' {seeds} overlaps seeds reserved for the other purpose: "
                     f"{kind} suites must stay inside [{lo}, {hi})")
     env = raw.get("env", {})
-    for key in env:
-        if key not in ENV_OPTIONS:
-            raise _fail(path, text, key, f"unknown env option {key!r}; valid: {', '.join(ENV_OPTIONS)}")
+    if not isinstance(env, dict):
+        raise _fail(path, text, "env", f"field 'env' must be a table ([env]), got {env!r}")
+    for key, value in env.items():
+        why = env_option_error(key, value)
+        if why is not None:
+            raise _fail(path, text, key, f"[env] field {key!r}: {why}")
     cells = raw.get("cells")
     if not isinstance(cells, list) or not cells:
         raise _fail(path, text, "cells", "needs at least one [[cells]] table with 'task' and 'splits'")

@@ -115,3 +115,21 @@ def test_export_errors(dataset_dir: Path, exported: Path) -> None:
         run(ExportConfig(data=dataset_dir, out=exported))
     run(ExportConfig(data=dataset_dir, out=exported, overwrite=True))
     assert not list(exported.parent.glob(".lerobot.tmp-*"))
+
+
+def test_export_into_an_existing_folder_is_one_line(dataset_dir: Path, exported: Path, capsys) -> None:
+    from vlabench.cli import main
+
+    before = sorted(p.relative_to(exported) for p in exported.rglob("*"))
+    assert main(["export", str(dataset_dir), "--out", str(exported)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"vlabench export: error: export target {exported} exists; pass --overwrite (overwrite=True) "
+                   "to replace it, or choose another --out"), err
+    assert sorted(p.relative_to(exported) for p in exported.rglob("*")) == before  # left untouched
+
+
+def test_killed_export_leftovers_are_removed(dataset_dir: Path, tmp_path: Path) -> None:
+    stale = tmp_path / ".lerobot.tmp-999999999"  # a PID no process has
+    (stale / "data").mkdir(parents=True)
+    run(ExportConfig(data=dataset_dir, out=tmp_path / "lerobot"))
+    assert not stale.exists() and (tmp_path / "lerobot/meta/info.json").exists()

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vlabench.eval.harness import EvalConfig, ResumeError, run
+from vlabench.eval.harness import EvalConfig, run
+from vlabench.eval.results import ResumeError
 from vlabench.eval.workers import FAULT_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +122,7 @@ def test_git_sha_is_taken_at_start_and_resumes_append(tmp_path, monkeypatch) -> 
     from vlabench.eval import harness
 
     calls = iter(["sha1", "sha2", "sha3"])
-    monkeypatch.setattr(harness, "git_sha", lambda: next(calls))
+    monkeypatch.setattr(harness.provenance, "git_sha", lambda: next(calls))
     suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"]}, per_cell=2, max_steps=3)
     res = run(EvalConfig(suite=suite, policy="noop", workers=1, out=tmp_path / "out"))
     assert res["git_sha"] == "sha1" and "git_shas" not in res  # one lookup, however often results are written
@@ -232,7 +233,8 @@ def test_checkpoint_policy_is_loaded_and_hashed(tmp_path, monkeypatch) -> None:
     from torch import nn
 
     from vlabench.models import registry
-    from vlabench.train.checkpoint import checkpoint_hash, save_checkpoint
+    from vlabench.models.checkpoint import checkpoint_hash
+    from vlabench.train.checkpoint import save_checkpoint
 
     class EvalTinyModel(nn.Module):
         def __init__(self, cfg, stats) -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from vlabench.models.action_tokenizer import ActionTokenizer
+from vlabench.models.blocks.action_tokenizer import ActionTokenizer
 
 Q01 = np.array([-0.8, -0.5, -0.3, -0.2, -0.6, -0.9, -1.0])
 Q99 = np.array([0.7, 0.5, 0.9, 0.1, 0.6, 0.4, 1.0])

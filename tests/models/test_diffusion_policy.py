@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,9 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vlabench.models.diffusion_policy import SPEC, DiffusionConfig, DiffusionModel, DiffusionPolicy
-from vlabench.models.unet1d import ConditionalUnet1D
-from vlabench.models.vision import ResNetKeypointEncoder, SpatialSoftmax, resnet18_trunk
+from vlabench.models.diffusion import SPEC, DiffusionConfig, DiffusionModel, DiffusionPolicy
+from vlabench.models.blocks.unet1d import ConditionalUnet1D
+from vlabench.models.blocks.vision import ResNetKeypointEncoder, SpatialSoftmax, resnet18_trunk
 
 TEXT = "hash:16"
 H = W = 32  # raw frame size in tests (the tiny preset resizes to 32 and crops 28)
@@ -107,7 +106,7 @@ def test_config_validation_names_choices():
     with pytest.raises(ValueError, match="num_inference_steps=101"):
         tiny_cfg(num_inference_steps=101)
     cfg = tiny_cfg(down_dims=[16, 32])  # lists from JSON/TOML become tuples
-    assert cfg.down_dims == (16, 32) and DiffusionConfig().down_dims == (256, 512, 1024)
+    assert cfg.resolved().down_dims == (16, 32) and DiffusionConfig().resolved().down_dims == (256, 512, 1024)
 
 
 def test_image_encoder_groupnorm_and_keypoints():

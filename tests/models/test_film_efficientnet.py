@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vlabench.models.film_efficientnet import (
+from vlabench.models.blocks.film_efficientnet import (
     LITE0_N_TENSORS,
     FiLM,
     FilmEfficientNet,

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from vlabench.models import goal_unet, goal_vae
-from vlabench.models.goal_image import SPEC, GoalImageConfig, GoalImageModel, load_goal_model
-from vlabench.models.goal_policy import GoalDiffusionPolicy
-from vlabench.models.image_metrics import frechet_distance, psnr, ssim
+from vlabench.models.checkpoint import load_model
+from vlabench.models.goal_image import SPEC, GoalDiffusionPolicy, GoalImageConfig, GoalImageModel
+from vlabench.models.goal_image import unet as goal_unet
+from vlabench.models.goal_image import vae as goal_vae
+from vlabench.models.blocks.image_metrics import frechet_distance, psnr, ssim
 
 S = 64  # frame size of most tests
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,7 +193,7 @@ def test_save_load_round_trip(tmp_path, model):
     model.latent_scale.fill_(0.7)
     model.latent_shift.fill_(0.1)
     save_checkpoint(tmp_path / "ckpt", model, "goal-diffusion", model.cfg, {}, _stats(), {"path": "x"})
-    back, info = load_goal_model(tmp_path / "ckpt", "cpu")
+    back, info = load_model(tmp_path / "ckpt", "cpu", use_ema=True, expect="goal-diffusion")
     assert info.model_name == "goal-diffusion" and back.cfg == model.cfg
     sd, sd2 = model.state_dict(), back.state_dict()
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
@@ -226,14 +227,17 @@ def test_policy_act_three_slots_and_replanning():
         obs["is_first"][:] = False
     # goals at steps 0, 3, 6 for all three slots, generated in one batch each
     assert counts == [3, 3, 3, 6, 6, 6, 9]
-    first_goals = {s: g.copy() for s, g in pol.low.goals.items()}
+    def goals():
+        return {s: pol.memory[s].data["goal"] for s in pol.memory.slots()}
+
+    first_goals = {s: g.copy() for s, g in goals().items()}
     # a subset of slots, one of them starting a new episode: only that slot replans
     sub = {k: (v[1:] if not isinstance(v, list) else v[1:]) for k, v in _obs(3, seed=1).items()}
     sub["is_first"] = np.array([True, False])
     a = pol.act(sub)
     assert a.shape == (2, 7) and pol.n_goals_generated == 10
-    assert pol.steps_since_goal == {0: 1, 1: 1, 2: 2}
-    assert np.array_equal(pol.low.goals[2], first_goals[2]) and pol.low.goals[1].shape == (3, S, S)
+    assert {s: pol.memory[s].data["since_goal"] for s in pol.memory.slots()} == {0: 1, 1: 1, 2: 2}
+    assert np.array_equal(goals()[2], first_goals[2]) and goals()[1].shape == (3, S, S)
 
 
 # ---------------------------------------------------------------- metrics
@@ -276,7 +280,7 @@ def test_frechet_distance_gaussians():
 @pytest.mark.pretrained
 def test_image_metrics_run_on_demo_dataset(tmp_path, model, monkeypatch):
     from vlabench.data import ShardWriter
-    from vlabench.models import image_metrics
+    from vlabench.eval import image_metrics
     from vlabench.train.checkpoint import save_checkpoint
 
     rng = np.random.default_rng(0)
@@ -333,7 +337,7 @@ class _FakeEnv:
 def test_imagine_writes_labelled_grid(tmp_path, model, monkeypatch):
     from PIL import Image
 
-    from vlabench.models import goal_imagine
+    from vlabench.eval import imagine as goal_imagine
     from vlabench.train.checkpoint import save_checkpoint
 
     import vlabench.env as real_env

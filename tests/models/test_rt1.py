@@ -191,22 +191,25 @@ def test_policy_history_resets_on_is_first_per_slot():
     instr = ["stack the cups"] * 2
     for t, (fa, fb) in enumerate(zip(_rand_frames(4, 1), _rand_frames(4, 2))):
         policy.act(_obs([fa, fb], instr, [0, 2], [t == 0, t == 0]))
-    hist_slot2 = policy._hist[2].clone()
+    def hist(slot):
+        return torch.stack(list(policy.memory[slot].history))
+
+    hist_slot2 = hist(2).clone()
     new = _rand_frames(1, 9)[0]
     # Only slot 0 starts a new episode; slot 2 is not in this batch and must keep its history.
     a = policy.act(_obs([new], instr[:1], [0], [True]))
-    assert torch.equal(policy._hist[2], hist_slot2)
-    h0 = policy._hist[0]
+    assert torch.equal(hist(2), hist_slot2)
+    h0 = hist(0)
     assert all(torch.equal(h0[i], h0[-1]) for i in range(h0.shape[0]))  # history = the new frame only
     fresh = RT1Policy(model, "cpu")
     fresh.reset(1)
     np.testing.assert_array_equal(a, fresh.act(_obs([new], instr[:1], [0], [True])))
     # A slot's first call starts its history even without is_first.
     policy.act(_obs([fb], instr[:1], [1], [False]))
-    assert policy._filled.tolist() == [True, True, True]
-    assert all(torch.equal(policy._hist[1][i], policy._hist[1][-1]) for i in range(3))
+    assert policy.memory.slots() == [0, 1, 2]
+    assert all(torch.equal(hist(1)[i], hist(1)[-1]) for i in range(3))
     policy.reset(3)
-    assert not policy._filled.any()
+    assert policy.memory.slots() == []
 
 
 def test_save_load_round_trip_gives_identical_actions(tmp_path):

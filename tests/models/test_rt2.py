@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from vlabench.models.action_tokenizer import ActionTokenizer
+from vlabench.models.blocks.action_tokenizer import ActionTokenizer
 from vlabench.models.rt2 import SPEC, RT2Config, RT2Model, RT2Policy, VQASource, action_prompt
-from vlabench.models.rt2_vocab import N_BINS, RT2Vocab
-from vlabench.models.vqa_data import VQAEvalConfig, generate_vqa, write_npz
-from vlabench.models.vqa_data import run as vqa_run
+from vlabench.models.rt2.vocab import N_BINS, RT2Vocab
+from vlabench.data.vqa import generate_vqa, write_npz
+from vlabench.eval.vqa import VQAEvalConfig
+from vlabench.eval.vqa import run as vqa_run
 
 STATS = {
     "action": {"q01": [-0.5] * 6 + [-1.0], "q99": [0.5] * 6 + [1.0], "min": [-1.0] * 7, "max": [1.0] * 7,
@@ -49,7 +50,7 @@ def write_vqa(path, n=2, seed=0):
 def minilm_tokenizer():
     from transformers import AutoTokenizer
 
-    from vlabench.models.text_encoder import default_minilm_path
+    from vlabench.models.blocks.text_encoder import default_minilm_path
 
     return AutoTokenizer.from_pretrained(default_minilm_path())
 
@@ -125,7 +126,7 @@ def test_vocab_round_trip_and_arithmetic(minilm_tokenizer):
 def test_tail_mode_for_non_wordpiece(tmp_path):
     from transformers import AutoProcessor
 
-    from vlabench.models.rt2_hf import build_tiny_paligemma
+    from vlabench.models.rt2.hf import build_tiny_paligemma
 
     # A corpus rich enough for > 256 BPE merges, so the base vocabulary has a tail to take.
     path = build_tiny_paligemma(tmp_path / "pg", corpus=text_corpus(), vocab_size=600)
@@ -144,7 +145,7 @@ def test_tail_mode_for_non_wordpiece(tmp_path):
 def test_config_validation(tmp_path):
     assert SPEC.name == "rt2" and SPEC.config_cls is RT2Config and SPEC.policy_cls is RT2Policy
     assert RT2Config(preset="small").resolved().image_size == 128 and RT2Config().resolved().decoder_layers == 6
-    for bad, match in [(dict(preset="huge"), "valid: small, base"), (dict(backbone="gpt"), "valid: minilm-pali, hf"),
+    for bad, match in [(dict(preset="huge"), "known: small, base"), (dict(backbone="gpt"), "valid: minilm-pali, hf"),
                        (dict(token_mode="steal"), "valid: reuse, add"), (dict(vision_tower="vit"), "valid: efficientnet"),
                        (dict(cotrain_ratio=0.5), "needs vqa_data"), (dict(vision_tower="open_clip"), "open_clip_weights"),
                        (dict(backbone="hf"), "needs hf_path")]:
@@ -262,7 +263,7 @@ def test_vqa_eval_run(tmp_path):
 # -- Hugging Face backbone ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_hf(tmp_path_factory):
-    from vlabench.models.rt2_hf import build_tiny_paligemma
+    from vlabench.models.rt2.hf import build_tiny_paligemma
 
     corpus = [action_prompt("pick up the red block"), "what color is the banana? yellow", "how many blocks are there? 2"]
     return str(build_tiny_paligemma(tmp_path_factory.mktemp("hf") / "tiny-paligemma", corpus=corpus))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vlabench.models.text_encoder import SentenceEncoder, get_sentence_encoder
+from vlabench.models.blocks.text_encoder import SentenceEncoder, get_sentence_encoder
 
 
 def test_hash_encoder_is_deterministic_normalized_and_cached():

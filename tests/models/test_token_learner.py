@@ -1,6 +1,6 @@
 import torch
 
-from vlabench.models.token_learner import TokenLearner
+from vlabench.models.blocks.token_learner import TokenLearner
 
 
 def test_shapes_and_default_tokens():

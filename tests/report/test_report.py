@@ -152,3 +152,22 @@ def test_clear_errors_for_bad_run_dirs(tmp_path: Path) -> None:
     part = _write_run(tmp_path, "part", "rt2", _episodes("b")[:-1])
     with pytest.raises(ValueError, match="'rt1' with run 'rt2'.*1 only in A"):
         run(ReportConfig(runs=[full, part], out=tmp_path / "R2.md"))
+
+
+def test_interrupted_run_is_named_incomplete_with_how_to_finish(tmp_path: Path, capsys) -> None:
+    eps = _episodes("a")
+    d = _write_run(tmp_path / "results", "cut", "rt1", eps[:-3])
+    res = json.loads((d / "results.json").read_text())
+    res.update(complete=False, **summarize(eps[:-5]))  # results.json last written before the final episodes
+    (d / "results.json").write_text(json.dumps(res))
+    with pytest.raises(ValueError, match=r"incomplete evaluation .*Rerun `vlabench eval` with the same --out"):
+        run(ReportConfig(runs=[d], out=tmp_path / "o" / "REPORT.md"))
+    # caught up but still short of the suite: reported, marked, and said so
+    res.update(summarize(eps[:-3]))
+    res["suite"]["n_episodes"] = len(eps)
+    (d / "results.json").write_text(json.dumps(res))
+    out = run(ReportConfig(runs=[d], out=tmp_path / "o" / "REPORT.md"))
+    assert f"{len(eps) - 3} of {len(eps)} (incomplete)" in out.read_text()
+    printed = capsys.readouterr().out
+    assert "is incomplete" in printed and f"wrote {out}" in printed
+    assert out.stat().st_mode & 0o044 == 0o044  # readable by others, not mkstemp's 0600

@@ -29,6 +29,6 @@ def demo_dir(tmp_path, monkeypatch):
     import tiny_train_model
     from vlabench.train import loop
 
-    monkeypatch.setattr(loop, "make_dataset", lambda d, spec: tiny_train_model.SyntheticDemos(d, **spec))
-    monkeypatch.setattr(loop, "read_dataset_meta", tiny_train_model.read_synthetic_meta)
+    monkeypatch.setattr(loop, "make_dataset", lambda d, spec, skip_bad=False, cache=False: tiny_train_model.SyntheticDemos(d, **spec))
+    monkeypatch.setattr(loop, "read_dataset_meta", lambda d, skip_bad=False: tiny_train_model.read_synthetic_meta(d))
     return tiny_train_model.write_synthetic_data(tmp_path / "demos", n_episodes=8, T=12)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from vlabench.models.checkpoint import checkpoint_hash, load_model, load_policy
 from vlabench.train import checkpoint as ckpt
 from vlabench.train.config import TrainConfig
 from vlabench.train.ema import EMA
@@ -62,7 +62,7 @@ def test_round_trip_identical_outputs(tiny, demo_dir, tmp_path):
     assert not list(d.parent.glob("latest.tmp-*")) and not list(d.parent.glob("latest.old-*"))
     model.eval()
     image, state = _inputs()
-    loaded, info = ckpt.load_checkpoint(tmp_path / "run", "cpu")  # run dir resolves to run/latest
+    loaded, info = load_model(tmp_path / "run", "cpu")  # run dir resolves to run/latest
     assert info.path == d and info.model_name == "tiny" and not info.used_ema
     assert info.dataset["manifest_hash"] == "abc" and info.trainer_state["step"] == 2
     assert info.model_config == model.cfg and info.train_config["steps"] == 2
@@ -74,11 +74,11 @@ def test_round_trip_identical_outputs(tiny, demo_dir, tmp_path):
 
 def test_load_policy_prefers_ema(tiny, demo_dir, tmp_path):
     d, model, ema = _save(tmp_path / "run", tiny, demo_dir)
-    policy = ckpt.load_policy(d, "cpu")
+    policy = load_policy(d, "cpu")
     assert isinstance(policy, tiny.TinyPolicy)
     assert torch.equal(policy.model.out.weight, ema.shadow["out.weight"])
     assert not torch.equal(policy.model.out.weight, model.out.weight)
-    raw, _ = ckpt.load_checkpoint(d, "cpu")
+    raw, _ = load_model(d, "cpu")
     assert torch.equal(raw.out.weight, model.out.weight)
     obs = {"image": np.zeros((2, 8, 8, 3), np.uint8), "state": np.zeros((2, 8), np.float32)}
     assert policy.act(obs).shape == (2, 7)
@@ -117,17 +117,17 @@ def test_pickled_object_refused(tiny, demo_dir, tmp_path):
 def test_leftover_tmp_and_interrupted_swap(tiny, demo_dir, tmp_path):
     run = tmp_path / "run"
     d, model, _ = _save(run, tiny, demo_dir)
-    h = ckpt.checkpoint_hash(run)
+    h = checkpoint_hash(run)
     # a writer killed mid-save leaves a partial temp dir: loading ignores it
     junk = run / "latest.tmp-999999999"
     junk.mkdir()
     (junk / "model.safetensors").write_bytes(b"truncated")
-    ckpt.load_checkpoint(run, "cpu")
+    load_model(run, "cpu")
     # a crash between the two renames leaves only latest.old-<pid>: still loadable
     os.rename(d, run / "latest.old-4242")
-    _, info = ckpt.load_checkpoint(run, "cpu")
+    _, info = load_model(run, "cpu")
     assert info.path.name == "latest.old-4242"
-    assert ckpt.checkpoint_hash(run) == h
+    assert checkpoint_hash(run) == h
     # the next save cleans both up
     _save(run, tiny, demo_dir)
     assert sorted(p.name for p in run.iterdir()) == ["latest"]
@@ -136,11 +136,11 @@ def test_leftover_tmp_and_interrupted_swap(tiny, demo_dir, tmp_path):
 def test_hash_is_deterministic_and_tracks_weights(tiny, demo_dir, tmp_path):
     _save(tmp_path / "a", tiny, demo_dir)
     _save(tmp_path / "b", tiny, demo_dir)
-    assert ckpt.checkpoint_hash(tmp_path / "a") == ckpt.checkpoint_hash(tmp_path / "b")
+    assert checkpoint_hash(tmp_path / "a") == checkpoint_hash(tmp_path / "b")
     model, cfg, stats = _build(tiny, demo_dir)
     ckpt.save_checkpoint(tmp_path / "c", model, "tiny", cfg, TrainConfig(), stats, {})
-    assert ckpt.checkpoint_hash(tmp_path / "c") != ckpt.checkpoint_hash(tmp_path / "a")
-    assert len(ckpt.checkpoint_hash(tmp_path / "c")) == 64
+    assert checkpoint_hash(tmp_path / "c") != checkpoint_hash(tmp_path / "a")
+    assert len(checkpoint_hash(tmp_path / "c")) == 64
 
 
 def test_mismatched_weights_error_lists_keys(tiny, demo_dir, tmp_path):
@@ -152,19 +152,19 @@ def test_mismatched_weights_error_lists_keys(tiny, demo_dir, tmp_path):
     t["extra.weight"] = torch.zeros(2)
     save_file(t, str(d / "model.safetensors"))
     with pytest.raises(ValueError, match=r"missing keys \(1\): out.bias.*unexpected keys \(1\): extra.weight"):
-        ckpt.load_checkpoint(d, "cpu")
+        load_model(d, "cpu")
     # a config that changes shapes is reported as a shape mismatch
     d2, _, _ = _save(tmp_path / "run2", tiny, demo_dir)
     conf = json.loads((d2 / "config.json").read_text())
     conf["model_config"]["hidden"] = 4
     (d2 / "config.json").write_text(json.dumps(conf))
     with pytest.raises(ValueError, match="shape mismatches"):
-        ckpt.load_checkpoint(d2, "cpu")
+        load_model(d2, "cpu")
 
 
 def test_missing_checkpoint_message(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
-        ckpt.load_checkpoint(tmp_path / "nothing", "cpu")
+        load_model(tmp_path / "nothing", "cpu")
 
 
 def test_rng_state_round_trip():

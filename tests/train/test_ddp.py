@@ -35,8 +35,10 @@ def _rank_main(rank: int, port: int, recipe: Path, data: Path, out: Path, errors
 
         from vlabench.train import loop
 
-        _, _, _, _, model_cfg, train_cfg = loop.parse_train_args(
-            ["--recipe", str(recipe), "--data", str(data), "--out", str(out)])
+        from vlabench.train.command import parse_train_args
+
+        args = parse_train_args(["--recipe", str(recipe), "--data", str(data), "--out", str(out)])
+        model_cfg, train_cfg = args.model, args.train
         trainer = loop.Trainer("tiny", model_cfg, train_cfg, data, out)
         try:
             trainer.fit()

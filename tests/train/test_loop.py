@@ -15,15 +15,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlabench.train import checkpoint as ckpt
+from vlabench.models.checkpoint import load_policy, resolve_checkpoint_dir
+from vlabench.train import command, loop
 from vlabench.train import config as tconfig
-from vlabench.train import hooks
-from vlabench.train import loop
-from vlabench.train.config import TrainConfig, load_recipe, parse_train_args
+from vlabench.train.command import parse_train_args
+from vlabench.train.config import TrainConfig, load_recipe
 from vlabench.train.data import EpochBatchSampler, split_by_episode
 from vlabench.train.ema import ema_decay_at
 from vlabench.train.logger import read_metrics
-
+from vlabench.train.optim import lr_lambda
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -85,7 +85,7 @@ def test_resume_after_kill_matches_uninterrupted(tiny, demo_dir, tmp_path):
 
     def saved_step() -> int:
         try:  # the checkpoint dir may be mid-swap while we look
-            return json.loads((ckpt.resolve_checkpoint_dir(killed) / "trainer_state.json").read_text())["step"]
+            return json.loads((resolve_checkpoint_dir(killed) / "trainer_state.json").read_text())["step"]
         except (OSError, ValueError, KeyError):
             return 0
 
@@ -126,9 +126,9 @@ def test_workers_do_not_change_the_curve(tiny, demo_dir, tmp_path):
 
 def test_time_budget_stops_and_resume_finishes(tiny, demo_dir, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    monkeypatch.setattr(hooks, "_warned", set())
-    monkeypatch.setitem(sys.modules, "vlabench.eval.harness", None)  # as if the harness did not exist
-    with pytest.warns(UserWarning, match="quick_eval is unavailable"):
+    # The periodic rollout runs `vlabench eval` in another process, which does not know the test-only
+    # model 'tiny': it fails, and training must only warn and go on.
+    with pytest.warns(UserWarning, match="periodic evaluation at step 1 failed"):
         loop.train("tiny", tiny.TinyConfig(), _cfg(steps=8, max_minutes=1e-9, eval_every=1), demo_dir, run)
     assert json.loads((run / "latest" / "trainer_state.json").read_text())["step"] == 1
     loop.train("tiny", tiny.TinyConfig(), _cfg(steps=8, keep_every=4), demo_dir, run, resume=True)
@@ -141,17 +141,18 @@ def test_cli_entry_with_overrides(tiny, demo_dir, tmp_path):
     out = tmp_path / "cli"
     argv = ["--recipe", str(recipe), "--data", str(demo_dir), "--out", str(out), "--train.steps", "3",
             "--train.log-every", "1", "--train.val_fraction", "0", "--model.preset", "small", "--train.betas", "0.9", "0.95"]
-    r, data, o, resume, mcfg, tcfg = parse_train_args(argv)
-    assert (r, data, o, resume) == (recipe, demo_dir, out, False)
+    args = parse_train_args(argv)
+    mcfg, tcfg = args.model, args.train
+    assert (args.recipe, args.data, args.out, args.resume, args.skip_bad) == (recipe, demo_dir, out, False, False)
     assert mcfg == tiny.TinyConfig(hidden=8, preset="small")  # recipe value kept, CLI override applied
     assert (tcfg.steps, tcfg.batch_size, tcfg.log_every, tcfg.betas, tcfg.val_fraction) == (3, 4, 1, (0.9, 0.95), 0.0)
-    assert loop.run(argv) == out / "latest"
+    assert command.run(argv) == out / "latest"
     assert len(read_metrics(out / "metrics.csv")) == 3
     conf = json.loads((out / "latest" / "config.json").read_text())
     assert conf["model"] == "tiny" and conf["model_config"]["preset"] == "small" and conf["train_config"]["steps"] == 3
-    # TrainCommand form (no overrides)
+    # parsed-args form (no overrides)
     recipe2 = _recipe(tmp_path, dict(steps=2, batch_size=4, device="cpu", num_workers=0, val_fraction=0.0))
-    assert loop.run(loop.TrainCommand(recipe2, demo_dir, tmp_path / "cmd")) == tmp_path / "cmd" / "latest"
+    assert command.run(command.TrainArgs(recipe2, demo_dir, tmp_path / "cmd")) == tmp_path / "cmd" / "latest"
 
 
 def test_bad_recipe_errors(tiny, tmp_path):
@@ -191,7 +192,7 @@ def test_every_train_field_has_a_docstring():
 
 
 def test_schedules():
-    f = loop.lr_lambda(warmup=4, total=14)
+    f = lr_lambda(warmup=4, total=14)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert f(9) == pytest.approx(0.5) and f(14) == pytest.approx(0.0)
     assert ema_decay_at(0, 0.999, 0.75) == 0.0
@@ -230,7 +231,7 @@ def test_cuda_bf16_train_and_resume(tiny, demo_dir, tmp_path):
     loop.train("tiny", tiny.TinyConfig(), _cfg(steps=8, device="cuda", bf16=True, num_workers=2, ema_decay=0.9),
                demo_dir, run, resume=True)
     assert sorted(_losses(run)) == list(range(1, 9)) and all(np.isfinite(list(_losses(run).values())))
-    policy = ckpt.load_policy(run, "cpu")
+    policy = load_policy(run, "cpu")
     obs = {"image": np.zeros((2, 8, 8, 3), np.uint8), "state": np.zeros((2, 8), np.float32)}
     assert policy.act(obs).shape == (2, 7)
 
@@ -260,10 +261,40 @@ def test_real_demo_dataset(tiny, tmp_path):
     assert sorted(_losses(tmp_path / "run", "val_loss")) == [2, 4]
 
 
-def test_preset_override_resizes_configs_that_fill_presets_eagerly():
-    # DiffusionConfig fills preset fields at construction; --model.preset must still change them.
-    *_, model_cfg, _ = parse_train_args(["--recipe", "policies/diffusion.toml", "--data", "d", "--out", "o",
-                                         "--model.preset", "small"])
-    assert model_cfg.preset == "small" and tuple(model_cfg.down_dims) == (64, 128, 256)
-    *_, base_cfg, _ = parse_train_args(["--recipe", "policies/diffusion.toml", "--data", "d", "--out", "o"])
-    assert tuple(base_cfg.down_dims) == (256, 512, 1024)
+def test_preset_override_resizes_every_field_the_recipe_leaves_out():
+    # Presets resolve when the model is built, so --model.preset changes every unset field.
+    model_cfg = parse_train_args(["--recipe", "policies/diffusion.toml", "--data", "d", "--out", "o",
+                                  "--model.preset", "small"]).model
+    assert model_cfg.preset == "small" and model_cfg.resolved().down_dims == (64, 128, 256)
+    base_cfg = parse_train_args(["--recipe", "policies/diffusion.toml", "--data", "d", "--out", "o"]).model
+    assert base_cfg.resolved().down_dims == (256, 512, 1024)
+    # a field given explicitly survives a preset change
+    cfg = parse_train_args(["--recipe", "policies/diffusion.toml", "--data", "d", "--out", "o",
+                            "--model.preset", "small", "--model.down-dims", "32", "64"]).model
+    assert cfg.resolved().down_dims == (32, 64) and cfg.resolved().step_embed_dim == 64
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny, demo_dir, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    recipe = _recipe(tmp_path, dict(steps=500, batch_size=4, device="cpu", num_workers=0, val_fraction=0.0,
+                                    save_every=1000, log_every=1))
+    out = tmp_path / "run"
+    script = Path(__file__).with_name("train_script.py")
+    proc = subprocess.Popen([sys.executable, str(script), "--recipe", str(recipe), "--data", str(demo_dir),
+                             "--out", str(out)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "VLABENCH_TEST_STEP_SLEEP": "0.05"})
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (out / "metrics.csv").is_file():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert "interrupted; checkpoint at step" in last and "rerun with --resume" in last and "Traceback" not in err
+    step = json.loads((out / "latest" / "trainer_state.json").read_text())["step"]
+    assert 0 < step < 500 and f"step {step}/500" in last

@@ -13,22 +13,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tiny_train_model  # noqa: E402
 from vlabench.models import registry  # noqa: E402
-from vlabench.train import loop  # noqa: E402
+from vlabench.train import command, loop  # noqa: E402
 
 registry.MODULES["tiny"] = "tiny_train_model"
-loop.make_dataset = lambda d, spec: tiny_train_model.SyntheticDemos(d, **spec)
-loop.read_dataset_meta = tiny_train_model.read_synthetic_meta
+loop.make_dataset = lambda d, spec, skip_bad=False, cache=False: tiny_train_model.SyntheticDemos(d, **spec)
+loop.read_dataset_meta = lambda d, skip_bad=False: tiny_train_model.read_synthetic_meta(d)
 
 
 def main(argv: list[str]) -> None:
     if "--dump-weights" not in argv:
-        loop.run(argv)
-        return
+        from vlabench.cli import main as cli_main
+
+        sys.exit(cli_main(["train", *argv]))
     argv = [a for a in argv if a != "--dump-weights"]
     from safetensors.torch import save_file
 
-    recipe, data, out, resume, model_cfg, train_cfg = loop.parse_train_args(argv)
-    trainer = loop.Trainer("tiny", model_cfg, train_cfg, data, out, resume)
+    args = command.parse_train_args(argv)
+    out = args.out
+    trainer = loop.Trainer("tiny", args.model, args.train, args.data, out, args.resume)
     try:
         trainer.fit()
         state = {k: v.detach().clone().contiguous() for k, v in trainer.model.state_dict().items()}

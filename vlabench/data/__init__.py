@@ -8,17 +8,19 @@ Typical use::
     ds = DemoDataset(root, n_obs=2, horizon=8)
 
 `completed_keys(root)` lists the episodes already on disk (to resume an interrupted collection).
+`verify_dataset(root, skip_bad=False)` re-hashes every shard against the checksum recorded when it
+was written (call it before long work such as training or export).
 Submodules import lazily so that `import vlabench.data` stays cheap (no torch import).
 """
 
 from vlabench.data.manifest import (
-    CorruptShardError, EpisodeKey, completed_keys, load_manifest, manifest_episodes, rebuild_manifest,
+    CorruptShardError, EpisodeKey, completed_keys, load_manifest, manifest_episodes, rebuild_manifest, verify_dataset,
 )
 from vlabench.data.shards import DEFAULT_EPISODES_PER_SHARD, ShardWriter, normalize_episode, read_episode
 
 __all__ = [
     "CorruptShardError", "EpisodeKey", "completed_keys", "load_manifest", "manifest_episodes",
-    "rebuild_manifest", "DEFAULT_EPISODES_PER_SHARD", "ShardWriter", "normalize_episode", "read_episode",
+    "rebuild_manifest", "verify_dataset", "DEFAULT_EPISODES_PER_SHARD", "ShardWriter", "normalize_episode", "read_episode",
     "DemoDataset", "compute_stats", "ensure_stats", "load_stats",
 ]
 

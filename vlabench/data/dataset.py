@@ -21,13 +21,14 @@ forgotten when the process id changes (a forked DataLoader worker) or the object
 read once in __init__; only images are read per sample.
 
 cache=True decodes each shard's image streams once into ``<root>/.cache/<shard>-<sha>/<key>.npy``
-(uint8, frames of all its episodes concatenated; written under a temp name and renamed) and then
+(uint8, frames of all its episodes concatenated; written through vlabench.fileio.atomic_path) and then
 serves frames from np.load(mmap_mode="r"): no gzip work per sample, page-cache shared by workers.
 The sha in the directory name invalidates the cache when a shard changes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -40,11 +41,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vlabench.data.layout import CorruptShardError, EpisodeKey, read_lowdim
 from vlabench.data.manifest import (
-    CorruptShardError, EpisodeKey, dir_lock, episode_key, load_manifest, locked_tmp, manifest_episodes,
+    dir_lock,
+    episode_key,
+    load_manifest,
+    manifest_episodes,
 )
-from vlabench.data.shards import read_lowdim
 from vlabench.data.stats import ensure_stats
+from vlabench.fileio import atomic_path
 
 IMAGE_KEYS = ("image", "wrist_image")
 
@@ -56,13 +61,14 @@ class DemoDataset(Dataset):
     goal_offset: k for goal_image = frame t+k (None: no goal image).
     episodes: indices into the full dataset's sorted episode list (train/val splits); None = all.
     cache: serve images from decoded uint8 memory maps under root/.cache.
-    skip_bad: skip unreadable shards with a warning instead of raising CorruptShardError.
+    skip_bad: skip unreadable or changed shards with a warning instead of raising CorruptShardError.
     image_keys: which camera streams to return (subset of "image", "wrist_image").
+    verify: re-hash every shard against its recorded checksum first (see manifest.verify_dataset).
     """
 
     def __init__(self, root: Path | str, n_obs: int = 1, horizon: int = 1, goal_offset: int | None = None,
                  episodes: Sequence[int] | None = None, cache: bool = False, skip_bad: bool = False,
-                 image_keys: Sequence[str] = IMAGE_KEYS):
+                 image_keys: Sequence[str] = IMAGE_KEYS, verify: bool = False):
         if n_obs < 1 or horizon < 1 or (goal_offset is not None and goal_offset < 0):
             raise ValueError(f"need n_obs >= 1, horizon >= 1, goal_offset None or >= 0; got "
                              f"{n_obs}, {horizon}, {goal_offset}")
@@ -73,12 +79,12 @@ class DemoDataset(Dataset):
         self.n_obs, self.horizon, self.goal_offset = n_obs, horizon, goal_offset
         self.image_keys = tuple(image_keys)
         self._read_keys = tuple(dict.fromkeys(self.image_keys + (("image",) if goal_offset is not None else ())))
-        manifest = load_manifest(self.root, skip_bad=skip_bad)
+        manifest = load_manifest(self.root, skip_bad=skip_bad, verify=verify)
         all_eps = manifest_episodes(manifest)
         if not all_eps:
             raise ValueError(f"demo dataset {self.root} holds no episodes")
         self.manifest_hash: str = manifest["hash"]
-        self._stats = ensure_stats(self.root, manifest)
+        self._stats = ensure_stats(self.root, manifest, skip_bad=skip_bad)
         if episodes is None:
             episodes = range(len(all_eps))
         out_of_range = [i for i in episodes if not 0 <= i < len(all_eps)]
@@ -146,6 +152,18 @@ class DemoDataset(Dataset):
 
     def episode_lengths(self) -> list[int]:
         return [ep["length"] for ep in self._episodes]
+
+    def env_kwargs(self) -> dict:
+        """The env options the demos were recorded with (those of the first episode; a dataset comes from
+        one suite), e.g. ``{"image_size": 96, "front_fov": 35.0}``; {} for demos that do not record them."""
+        ep = self._episodes[0]
+        with h5py.File(self.root / ep["file"], "r", locking=False) as f:
+            raw = f["data"][ep["demo"]].attrs.get("env_kwargs", "{}")
+        try:
+            out = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
+        except ValueError:
+            return {}
+        return out if isinstance(out, dict) else {}
 
     def episode_instructions(self) -> list[str]:
         """The instruction of each episode, in sample order (no frames are read)."""
@@ -244,7 +262,7 @@ class DemoDataset(Dataset):
                 streams = [f["data"][d]["obs"][key] for d in demos]
                 shape = (sum(s.shape[0] for s in streams), *streams[0].shape[1:])
                 final = self._cache_path(file, key)
-                with locked_tmp(final) as tmp:
+                with atomic_path(final, suffix=".npy") as tmp:
                     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
                     off = 0
                     for s in streams:  # one episode at a time keeps memory bounded

@@ -31,7 +31,9 @@ Parquet schemas carry the "huggingface" metadata ({"info": {"features": ...}}) t
 instruction, so tasks.parquet lists the distinct instructions. Episodes keep vlabench's global
 order (sorted (task, split, index, seed)). Image stats are exact, over every pixel of every frame
 (from per-channel 256-bin histograms), with "count" = number of frames.
-The export is written to a temp directory and renamed into place.
+The export is written to a temp directory and renamed into place (a killed export leaves only
+``.<out>.tmp-<pid>``, removed by the next export to the same place). The source shards are verified
+against their recorded checksums before anything is written (see manifest.verify_dataset).
 """
 
 from __future__ import annotations
@@ -43,15 +45,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tyro.conf import Positional
-
 import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+from tyro.conf import Positional
 
-from vlabench.data.manifest import load_manifest, manifest_episodes
+from vlabench.data.layout import CorruptShardError
+from vlabench.data.manifest import manifest_episodes, verify_dataset
 from vlabench.data.stats import ACTION_NAMES, STATE_NAMES
 
 CODEBASE_VERSION = "v3.0"
@@ -144,23 +146,67 @@ def _image_stats(hist: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
     return out
 
 
+class OutputExistsError(FileExistsError, ValueError):
+    """The export target exists and overwrite was not asked for (a ValueError: the CLI prints one line)."""
+
+
 def _episode_arrays(root: Path, ep: dict) -> dict[str, np.ndarray]:
-    with h5py.File(root / ep["file"], "r") as f:
-        g = f["data"][ep["demo"]]
-        return {"image": g["obs/image"][()], "wrist_image": g["obs/wrist_image"][()],
-                "state": g["obs/state"][()].astype(np.float32), "actions": g["actions"][()].astype(np.float32)}
+    try:
+        with h5py.File(root / ep["file"], "r") as f:
+            g = f["data"][ep["demo"]]
+            return {"image": g["obs/image"][()], "wrist_image": g["obs/wrist_image"][()],
+                    "state": g["obs/state"][()].astype(np.float32), "actions": g["actions"][()].astype(np.float32)}
+    except (OSError, KeyError, ValueError) as e:
+        raise CorruptShardError(root / ep["file"], f"reading {ep['demo']}: {type(e).__name__}: {e}") from e
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Delete temp (and replaced) directories of earlier exports to `out` whose process is gone."""
+    for d in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
+        pid = d.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
+def _publish_dir(tmp: Path, out: Path) -> None:
+    """Move the finished directory `tmp` to `out`, replacing an old `out` only once `tmp` is complete."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
 
 
 def export_lerobot(data: Path, out: Path, skip_bad: bool = False) -> Path:
     """Write `data` (a demo directory) as a LeRobotDataset v3.0 directory at `out`."""
-    from tqdm import tqdm
-
     data, out = Path(data), Path(out)
-    episodes = manifest_episodes(load_manifest(data, skip_bad=skip_bad))
+    episodes = manifest_episodes(verify_dataset(data, skip_bad=skip_bad))
     if not episodes:
         raise ValueError(f"demo dataset {data} holds no episodes to export")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_export(data, episodes, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _publish_dir(tmp, out)
+    return out
+
+
+def _write_export(data: Path, episodes: list[dict], tmp: Path) -> None:
+    from tqdm import tqdm
+
     tasks: dict[str, int] = {}
     ep_rows: list[dict] = []
     lowdim: dict[str, list[np.ndarray]] = {"state": [], "actions": []}
@@ -219,10 +265,6 @@ def export_lerobot(data: Path, out: Path, skip_bad: bool = False) -> Path:
         index += T
     writer.close()
     _write_meta(tmp, feats, tasks, ep_rows, lowdim, hists, index)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
 
 
 def _write_meta(tmp: Path, feats: dict, tasks: dict[str, int], ep_rows: list[dict],
@@ -274,7 +316,7 @@ class ExportConfig:
     overwrite: bool = False
     """Replace `out` if it already exists."""
     skip_bad: bool = False
-    """Skip unreadable shards with a warning instead of failing."""
+    """Skip unreadable or changed shards with a warning instead of failing."""
 
 
 def run(cfg: ExportConfig) -> Path:
@@ -282,7 +324,8 @@ def run(cfg: ExportConfig) -> Path:
     if cfg.format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {cfg.format!r}; valid: {', '.join(sorted(EXPORT_FORMATS))}")
     if Path(cfg.out).exists() and not cfg.overwrite:
-        raise FileExistsError(f"export target {cfg.out} exists; pass overwrite=True (--overwrite) to replace it")
+        raise OutputExistsError(f"export target {cfg.out} exists; pass --overwrite (overwrite=True) to replace it, "
+                                "or choose another --out")
     out = EXPORT_FORMATS[cfg.format](Path(cfg.data), Path(cfg.out), skip_bad=cfg.skip_bad)
     print(f"exported {cfg.data} -> {out} ({cfg.format})")
     return out

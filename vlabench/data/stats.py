@@ -19,12 +19,14 @@ under "stats_hash" the dataset hash that stats.json was computed for.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from vlabench.data.manifest import atomic_write_json, dir_lock, manifest_episodes, set_stats_hash
-from vlabench.data.shards import ACTION_DIM, STATE_DIM, read_lowdim
+from vlabench.data.layout import ACTION_DIM, STATE_DIM, CorruptShardError, read_lowdim
+from vlabench.data.manifest import dir_lock, manifest_episodes, set_stats_hash
+from vlabench.fileio import write_json_atomic
 
 STATS_NAME = "stats.json"
 STAT_KEYS = ("min", "max", "q01", "q99", "mean", "std")
@@ -68,17 +70,34 @@ class StatsAccumulator:
                 "state": array_stats(np.concatenate(self._states))}
 
 
-def compute_stats(root: Path | str, manifest: dict) -> dict:
-    """Statistics of the dataset described by `manifest` (reads only states and actions)."""
-    root = Path(root)
+def compute_stats(root: Path | str, manifest: dict, skip_bad: bool = False) -> dict:
+    """Statistics of the dataset described by `manifest` (reads only states and actions).
+
+    A shard whose states/actions cannot be read raises CorruptShardError, or with skip_bad is left
+    out with a warning.
+    """
+    return _compute(Path(root), manifest, skip_bad)[0]
+
+
+def _compute(root: Path, manifest: dict, skip_bad: bool) -> tuple[dict, list[str]]:
+    """(stats, files left out because unreadable)."""
     acc = StatsAccumulator()
     by_file: dict[str, list[str]] = {}
     for ep in manifest_episodes(manifest):
         by_file.setdefault(ep["file"], []).append(ep["demo"])
+    skipped = []
     for file, demos in by_file.items():
-        for state, actions in read_lowdim(root / file, demos):
+        try:
+            lowdim = read_lowdim(root / file, demos)
+        except CorruptShardError as e:
+            if not skip_bad:
+                raise
+            warnings.warn(f"skipping {e}", stacklevel=3)
+            skipped.append(file)
+            continue
+        for state, actions in lowdim:
             acc.update(actions, state)
-    return acc.result()
+    return acc.result(), skipped
 
 
 def load_stats(root: Path | str) -> dict:
@@ -90,8 +109,12 @@ def load_stats(root: Path | str) -> dict:
     return json.loads(path.read_text())
 
 
-def ensure_stats(root: Path | str, manifest: dict) -> dict:
-    """stats.json if it matches `manifest`'s hash, else recompute, write (atomically) and record it."""
+def ensure_stats(root: Path | str, manifest: dict, skip_bad: bool = False) -> dict:
+    """stats.json if it matches `manifest`'s hash, else recompute, write (atomically) and record it.
+
+    skip_bad: leave out shards whose states/actions cannot be read (see `compute_stats`); stats
+    computed without them are returned but not cached, since they do not describe the manifest.
+    """
     root = Path(root)
     path = root / STATS_NAME
     if manifest.get("stats_hash") == manifest["hash"] and path.exists():
@@ -101,10 +124,12 @@ def ensure_stats(root: Path | str, manifest: dict) -> dict:
             pass  # torn by a non-atomic copy: recompute
     if not manifest_episodes(manifest):
         raise ValueError(f"{root} holds no demos (expected HDF5 shards written by `vlabench collect`)")
-    stats = compute_stats(root, manifest)
+    stats, skipped = _compute(root, manifest, skip_bad)
+    if skipped:
+        return stats
     try:
         with dir_lock(root):
-            atomic_write_json(path, stats)
+            write_json_atomic(path, stats)
         set_stats_hash(root, manifest["hash"])
     except OSError:
         pass  # read-only dataset: serve the computed stats without caching them

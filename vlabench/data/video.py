@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from vlabench.fileio import atomic_path
 
 
 def caption(frame: np.ndarray, text: str) -> np.ndarray:
@@ -23,16 +24,16 @@ def write_mp4(path: Path | str, frames: list[np.ndarray], fps: int = 10) -> Path
     """Write frames (H, W, 3) uint8 to an MP4 atomically; sides are padded to even sizes for yuv420p."""
     import imageio.v2 as imageio
 
+    if not len(frames):
+        raise ValueError(f"no frames to write to {path}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
     ph, pw = h + h % 2, w + w % 2
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.mp4")
-    with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                            ffmpeg_log_level="error") as writer:
-        for f in frames:
-            if (ph, pw) != (h, w):
-                f = np.pad(f, ((0, ph - h), (0, pw - w), (0, 0)))
-            writer.append_data(f)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".mp4") as tmp:  # ffmpeg picks the container from the extension
+        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
+                                ffmpeg_log_level="error") as writer:
+            for f in frames:
+                if (ph, pw) != (h, w):
+                    f = np.pad(f, ((0, ph - h), (0, pw - w), (0, 0)))
+                writer.append_data(f)
     return path

@@ -1,15 +1,35 @@
-"""Local backend: K env worker processes in lockstep, one batched ``policy.act`` per control step.
+"""Local backend: worker processes on this machine, each stepping several env slots, batched ``policy.act``.
 
-Each slot owns one worker process (see ``workers.py``). A work queue of manifest episodes refills a
-slot the moment its episode ends, so slots run different episodes at different steps; the rows of an
-``act`` call are the slots that currently wait for an action (``is_first`` marks a fresh episode).
+Slots. ``workers x envs_per_worker`` env slots run side by side (fewer when the run has fewer episodes:
+they are spread over the workers first). Worker process w owns the slots ``w*E .. w*E+E-1``; slots are
+numbered globally, since a policy keys its per-env memory on ``obs_batch["slot"]``. A work queue of
+manifest episodes refills a slot the moment its episode ends, so slots run different episodes at
+different steps; the rows of an ``act`` call are the slots that wait for an action (``is_first`` marks a
+fresh episode). A worker gets one message for all of its slots that have work in that round and answers
+it with one list (protocol: ``workers.py``).
+
+Overlap (double buffering). With ``overlap`` on and two slots or more, the slots split into two groups:
+even and odd slot numbers (with one slot per worker, that is even and odd workers). The main process
+takes group A's observations, runs ``act`` on them and sends the actions; then it takes group B's, which
+its workers answered while ``act`` ran for A, and runs ``act`` for B while A's workers step; and so on.
+Inference and stepping overlap, each ``act`` gets half the slots. A worker serves its messages in the
+order they came, so its two groups never step at the same time in it. With ``overlap`` off (or one slot)
+every waiting slot is in one ``act`` per control step and the workers idle while it runs.
+
+An episode's actions depend only on its own observations and its slot's memory, never on the grouping,
+the slot or the worker (the built-in random/expert policies seed per episode), so the same suite gives the
+same episodes.jsonl outcomes for any workers / envs_per_worker / overlap. (A learned policy's float
+arithmetic may differ in the last bits between batch sizes, as it does on any batched model.)
 
 Failure handling, so that no episode is ever dropped:
 
-* env raised inside the worker -> that episode is an error, the worker lives on;
-* worker process died (EOF on its pipe) -> error, the worker is restarted;
-* no reply within ``step_timeout_s`` (or the episode ran past ``episode_timeout_s``) -> the worker is
-  killed and restarted, the episode is an error;
+* env raised inside the worker -> that episode is an error, the worker and its other slots live on;
+* worker process died (EOF on its pipe, or a send to it fails) -> every episode in progress on that
+  worker's slots is an error (their envs died with it), and the worker is restarted; a new episode's reset
+  that could not be sent to a worker that died while idle is retried once on the fresh one;
+* no reply to a message within ``step_timeout_s`` (plus STARTUP_GRACE_S when it holds a reset), or an
+  episode in that message ran past ``episode_timeout_s`` -> the worker is killed and restarted, with
+  every episode in progress on it an error, as above;
 * ``policy.act`` raised -> the batch is retried row by row to find the rows that raise; those
   episodes are errors and the others go on. (A stateful policy then sees ``act`` twice for that
   step's surviving rows; it is a rare, already-broken path, and blaming every row would be worse.)
@@ -17,20 +37,52 @@ Failure handling, so that no episode is ever dropped:
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
 
-from vlabench.eval.workers import WorkerHandle, mp_context, new_record, policy_actions, read_fault
+from vlabench.contracts import new_record
+from vlabench.eval.workers import WorkerHandle, mp_context, obs_batch, policy_actions, read_fault
 
 STARTUP_GRACE_S = 120.0
 """Extra time a reset may take: a fresh worker process imports the sim and builds its first env."""
+
+
+def act_threads(requested: int, n_workers: int) -> int | None:
+    """torch intra-op threads for ``act`` in the main process: ``requested`` if > 0; 0 = the cores the
+    workers leave free (at least 1); < 0 = None (leave torch's setting alone).
+
+    Why: the workers keep their cores busy, and torch's default of one thread per core then oversubscribes
+    them; on a loaded 2-core machine an RT-1 ``act`` measured 5-40x slower with 2 threads than with 1.
+    """
+    if requested != 0:
+        return requested if requested > 0 else None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - n_workers)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with torch's intra-op thread count at ``n`` (None, or torch never imported: untouched)."""
+    torch = sys.modules.get("torch")
+    if n is None or torch is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _subset(batch: dict, rows: list[int]) -> dict:
@@ -40,76 +92,103 @@ def _subset(batch: dict, rows: list[int]) -> dict:
     return out
 
 
-@dataclass
+@dataclass(eq=False)  # identity: slots and workers point at each other
 class _Slot:
     index: int
-    handle: WorkerHandle
+    """global slot number (what the policy sees)"""
+    worker: _Worker
+    local: int
+    """the slot's number inside its worker process"""
     episode: dict | None = None
     rec: dict | None = None
     pending: str | None = None
-    """request awaiting a reply: "reset" or "step" """
-    deadline: float = 0.0
+    """request queued or awaiting a reply: "reset" or "step" """
     reply: dict | None = None
     """last reply, waiting for an action"""
     first: bool = False
     t0: float = 0.0
 
 
-class LocalBackend:
-    """Runs episodes on ``n_slots`` worker processes; ``run`` calls ``on_record`` as each one ends."""
+@dataclass(eq=False)
+class _Worker:
+    handle: WorkerHandle
+    slots: list[_Slot] = field(default_factory=list)
+    outbox: list[tuple[_Slot, tuple]] = field(default_factory=list)
+    """requests not sent yet (they go out as one message)"""
+    inflight: deque[list[_Slot]] = field(default_factory=deque)
+    """messages sent and not answered, oldest first"""
+    since: float = 0.0
+    """when the worker started on the oldest in-flight message (its send, or the previous reply)"""
 
-    def __init__(self, n_slots: int, env_kwargs: dict, policy: Any, need_expert: bool,
+
+class LocalBackend:
+    """Runs episodes on worker processes with several env slots each; ``run`` calls ``on_record`` as each ends."""
+
+    def __init__(self, n_workers: int, env_kwargs: dict, policy: Any, need_expert: bool,
                  step_timeout_s: float, episode_timeout_s: float, act_ctx: Callable[[], Any],
-                 video_path_for: Callable[[dict], str | None]) -> None:
-        self.n_slots, self.env_kwargs, self.policy = n_slots, env_kwargs, policy
+                 video_path_for: Callable[[dict], str | None], envs_per_worker: int = 1,
+                 overlap: bool = True, act_threads: int = 0) -> None:
+        if n_workers < 1 or envs_per_worker < 1:
+            raise ValueError(f"workers and envs_per_worker must be >= 1, got {n_workers} and {envs_per_worker}")
+        self.n_workers, self.envs_per_worker, self.overlap = n_workers, envs_per_worker, overlap
+        self.act_threads = act_threads
+        self.env_kwargs, self.policy = env_kwargs, policy
         self.need_expert, self.act_ctx, self.video_path_for = need_expert, act_ctx, video_path_for
         self.step_timeout_s, self.episode_timeout_s = step_timeout_s, episode_timeout_s
         self.restarts = 0
+        self.act_rows: Counter[int] = Counter()
+        """rows per ``act`` call -> number of such calls, over the last run (benchmarks report the batch sizes)"""
+
+    def _build(self, n_episodes: int) -> None:
+        """Workers and slots for ``n_episodes``: spread over the workers before stacking slots in one."""
+        ctx, fault = mp_context(), read_fault()
+        n_workers = min(self.n_workers, n_episodes)
+        per = min(self.envs_per_worker, -(-n_episodes // n_workers))
+        self.workers, self.slots = [], []
+        for w in range(n_workers):
+            worker = _Worker(WorkerHandle(ctx, w, self.env_kwargs, fault, per))
+            worker.slots = [_Slot(w * per + i, worker, i) for i in range(per)]
+            self.workers.append(worker)
+            self.slots += worker.slots
+        n_groups = 2 if self.overlap and len(self.slots) >= 2 else 1
+        self.groups = [[s for s in self.slots if s.index % n_groups == g] for g in range(n_groups)]
 
     def run(self, episodes: list[dict], on_record: Callable[[dict], None]) -> None:
         self.queue = deque(episodes)
         self.on_record = on_record
-        ctx, fault = mp_context(), read_fault()
-        self.slots = [_Slot(i, WorkerHandle(ctx, i, self.env_kwargs, fault))
-                      for i in range(min(self.n_slots, len(episodes)))]
-        self.policy.reset(len(self.slots))
+        self.act_rows = Counter()
+        if not episodes:
+            return
+        self.workers = []
         try:
-            for s in self.slots:
-                self._start(s)
-            while True:
-                self._gather()
-                ready = [s for s in self.slots if s.reply is not None]
-                if not ready:
-                    break
-                self._act_and_step(ready)
+            self._build(len(episodes))
+            self.policy.reset(len(self.slots))
+            with torch_threads(act_threads(self.act_threads, len(self.workers))):
+                for s in self.slots:
+                    self._start(s)
+                g = 0
+                while any(s.episode is not None for s in self.slots):
+                    group = self.groups[g]
+                    self._gather(group)
+                    ready = [s for s in group if s.reply is not None]
+                    if ready:
+                        self._act_and_step(ready)
+                    g = (g + 1) % len(self.groups)
         finally:
-            for s in self.slots:
-                s.handle.close()
-                self.restarts += s.handle.restarts
+            for w in self.workers:
+                w.handle.close()
+                self.restarts += w.handle.restarts
 
     # -- episode bookkeeping -------------------------------------------------------------------
     def _start(self, s: _Slot) -> None:
-        """Hand slot ``s`` the next queued episode (or leave it idle)."""
+        """Queue slot ``s``'s next episode (or leave it idle)."""
         s.episode = s.rec = s.reply = s.pending = None
         if not self.queue:
             return
         ep = self.queue.popleft()
         s.episode, s.rec, s.t0 = ep, new_record(ep), time.monotonic()
-        msg = ("reset", ep, self.need_expert, self.video_path_for(ep))
-        if not self._send(s, msg):
-            s.handle.restart()  # it died while idle: a fresh one gets the episode
-            if not self._send(s, msg):
-                self._finish(s, f"could not reach the worker process: {s.handle.exit_reason()}")
-                return
         s.pending = "reset"
-        s.deadline = s.t0 + self.step_timeout_s + STARTUP_GRACE_S
-
-    def _send(self, s: _Slot, msg: tuple) -> bool:
-        try:
-            s.handle.send(msg)
-            return True
-        except (OSError, ValueError):
-            return False
+        s.worker.outbox.append((s, ("reset", ep, self.need_expert, self.video_path_for(ep))))
 
     def _finish(self, s: _Slot, error: str | None = None) -> None:
         """Record slot ``s``'s episode and give the slot the next one."""
@@ -120,27 +199,49 @@ class LocalBackend:
         self.on_record(rec)
         self._start(s)
 
-    def _fail_worker(self, s: _Slot, error: str) -> None:
-        s.handle.restart()
-        self._finish(s, error)
+    def _fail_worker(self, w: _Worker, why: str, culprits: list[_Slot] = (), retry: list[_Slot] = ()) -> None:
+        """Restart ``w``: its episodes in progress are errors, except new ones in ``retry`` (requeued on it)."""
+        w.handle.restart()
+        w.inflight.clear()
+        retry = [*retry, *(s for s, req in w.outbox if req[0] == "reset")]  # never sent: nothing lost
+        w.outbox = []
+        for s in w.slots:
+            if s.episode is None:
+                continue
+            if s in retry:
+                s.worker.outbox.append((s, ("reset", s.episode, self.need_expert, self.video_path_for(s.episode))))
+                continue
+            where = f"during {s.pending}" if s.pending else "while waiting for an action"
+            whose = "" if s in culprits or not culprits else " (another episode's request on the same worker process)"
+            s.pending = s.reply = None
+            self._finish(s, f"{why}{whose}; this episode {where} after {s.rec['steps']} steps; "
+                            "worker killed and restarted")
+
+    def _flush(self) -> None:
+        """Send every worker its queued requests as one message."""
+        for w in self.workers:
+            retried = False
+            while w.outbox:
+                batch, w.outbox = w.outbox, []
+                try:
+                    w.handle.send(("run", [(s.local, req) for s, req in batch]))
+                except (OSError, ValueError):
+                    resets = [] if retried else [s for s, req in batch if req[0] == "reset"]
+                    why = f"could not reach the worker process: {w.handle.exit_reason()}"
+                    # it died serving its oldest message, if it had one; else while idle
+                    culprits = list(w.inflight[0]) if w.inflight else [s for s, _ in batch]
+                    self._fail_worker(w, why, culprits, resets)
+                    retried = True
+                    continue
+                if not w.inflight:
+                    w.since = time.monotonic()
+                w.inflight.append([s for s, _ in batch])
 
     # -- one control step ----------------------------------------------------------------------
     def _act_and_step(self, ready: list[_Slot]) -> None:
-        r = [s.reply for s in ready]
-        batch = {
-            "image": np.stack([x["obs"]["image"] for x in r]),
-            "wrist_image": np.stack([x["obs"]["wrist_image"] for x in r]),
-            "state": np.stack([x["obs"]["state"] for x in r]).astype(np.float32),
-            "instruction": [x["instruction"] for x in r],
-            "slot": np.array([s.index for s in ready], np.int64),
-            "is_first": np.array([s.first for s in ready], bool),
-            "seed": np.array([s.episode["seed"] for s in ready], np.int64),
-            "index": np.array([s.episode["index"] for s in ready], np.int64),
-            "task": [s.episode["task"] for s in ready],
-            "split": [s.episode["split"] for s in ready],
-        }
-        if self.need_expert:
-            batch["expert_action"] = np.stack([x["expert_action"] for x in r]).astype(np.float32)
+        batch = obs_batch([s.reply for s in ready], [s.episode for s in ready], [s.index for s in ready],
+                          [s.first for s in ready], self.need_expert)
+        self.act_rows[len(ready)] += 1
         actions: list[np.ndarray | None] = [None] * len(ready)
         errors: list[str | None] = [None] * len(ready)
         try:
@@ -160,37 +261,50 @@ class LocalBackend:
             if err is not None:
                 self._finish(s, f"policy.act raised:\n{err}")
                 continue
-            if not self._send(s, ("step", a)):
-                self._fail_worker(s, f"{s.handle.exit_reason()} before step {s.rec['steps'] + 1}")
-                continue
             s.pending = "step"
-            s.deadline = min(time.monotonic() + self.step_timeout_s, s.t0 + self.episode_timeout_s)
+            s.worker.outbox.append((s, ("step", a)))
+        self._flush()
 
-    def _gather(self) -> None:
-        """Wait for every outstanding reply (refilling slots as episodes end) or its deadline."""
+    def _deadline(self, w: _Worker) -> float:
+        msg = w.inflight[0]
+        limit = self.step_timeout_s + (STARTUP_GRACE_S if any(s.pending == "reset" for s in msg) else 0.0)
+        return min([w.since + limit] + [s.t0 + self.episode_timeout_s for s in msg if s.pending == "step"])
+
+    def _gather(self, group: list[_Slot]) -> None:
+        """Take replies from every worker (refilling slots as episodes end) until no slot of ``group`` waits."""
         while True:
-            waiting = {s.handle.conn: s for s in self.slots if s.pending}
-            if not waiting:
+            self._flush()
+            if not any(s.pending for s in group):
                 return
-            timeout = max(0.0, min(s.deadline for s in waiting.values()) - time.monotonic())
-            for conn in wait(list(waiting), timeout):
-                s = waiting[conn]
+            busy = {w.handle.conn: w for w in self.workers if w.inflight}
+            if not busy:  # cannot happen: after a flush every pending request is in flight
+                raise RuntimeError(f"slots {[s.index for s in group if s.pending]} wait with nothing in flight")
+            timeout = max(0.0, min(self._deadline(w) for w in busy.values()) - time.monotonic())
+            for conn in wait(list(busy), timeout):
+                w = busy[conn]
+                if w.handle.conn is not conn or not w.inflight:
+                    continue  # restarted meanwhile
                 try:
-                    reply = conn.recv()
+                    replies = conn.recv()
                 except (EOFError, OSError):
-                    self._fail_worker(s, f"{s.handle.exit_reason()} during {s.pending} "
-                                         f"(after {s.rec['steps']} steps)")
+                    self._fail_worker(w, w.handle.exit_reason(), w.inflight[0])
                     continue
-                self._on_reply(s, reply)
+                msg = w.inflight.popleft()
+                w.since = time.monotonic()
+                for s, reply in zip(msg, replies):
+                    self._on_reply(s, reply)
             now = time.monotonic()
-            for s in list(waiting.values()):
-                if s.pending and s.deadline <= now:
-                    if now - s.t0 >= self.episode_timeout_s:
-                        why = f"episode exceeded episode_timeout_s={self.episode_timeout_s:g}"
-                    else:
-                        limit = self.step_timeout_s + (STARTUP_GRACE_S if s.pending == "reset" else 0)
-                        why = f"worker gave no reply to {s.pending} within {limit:g} s (hung)"
-                    self._fail_worker(s, f"{why} after {s.rec['steps']} steps; worker killed and restarted")
+            for w in busy.values():
+                if w.inflight and self._deadline(w) <= now:
+                    self._fail_worker(w, self._hang_reason(w, now), w.inflight[0])
+
+    def _hang_reason(self, w: _Worker, now: float) -> str:
+        msg = w.inflight[0]
+        if any(s.pending == "step" and now - s.t0 >= self.episode_timeout_s for s in msg):
+            return f"episode exceeded episode_timeout_s={self.episode_timeout_s:g}"
+        kinds = sorted({s.pending for s in msg})
+        limit = self.step_timeout_s + (STARTUP_GRACE_S if "reset" in kinds else 0.0)
+        return f"worker gave no reply to {'/'.join(kinds)} within {limit:g} s (hung)"
 
     def _on_reply(self, s: _Slot, reply: dict) -> None:
         kind, s.pending = s.pending, None

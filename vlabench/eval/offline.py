@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vlabench.fileio import write_json_atomic
+
 
 @dataclass
 class OfflineEvalConfig:
@@ -104,16 +106,16 @@ def run(cfg: OfflineEvalConfig) -> dict:
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
-    from vlabench.eval.harness import write_json_atomic
-    from vlabench.train.checkpoint import load_checkpoint
-    from vlabench.train.data import seed_all, to_device
-    from vlabench.train.loop import make_dataset, read_dataset_meta
+    from vlabench.devices import resolve_device
+    from vlabench.models.checkpoint import load_model
+    from vlabench.train.data import make_dataset, read_dataset_meta, seed_all, to_device
 
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.max_episodes_per_cell is not None and cfg.max_episodes_per_cell < 1:
         raise ValueError(f"max_episodes_per_cell must be >= 1 (or unset for all), got {cfg.max_episodes_per_cell}")
-    model, info = load_checkpoint(cfg.checkpoint, cfg.device, use_ema=True)
+    device = resolve_device(cfg.device)
+    model, info = load_model(cfg.checkpoint, device, use_ema=True)
     _, manifest_hash = read_dataset_meta(Path(cfg.data))
     dataset = make_dataset(Path(cfg.data), dict(model.data_spec()))
     keys = dataset.episode_keys()
@@ -138,7 +140,7 @@ def run(cfg: OfflineEvalConfig) -> dict:
             loader = DataLoader(Subset(dataset, indices), batch_size=cfg.batch_size, shuffle=False)
             for batch in loader:
                 n = len(batch["instruction"])
-                _, metrics = model.compute_loss(to_device(batch, torch.device(cfg.device)))
+                _, metrics = model.compute_loss(to_device(batch, torch.device(device)))
                 for k, v in metrics.items():
                     totals[k] += float(v) * n
                 bar.update(n)
@@ -148,8 +150,7 @@ def run(cfg: OfflineEvalConfig) -> dict:
            "data": str(Path(cfg.data).resolve()), "manifest_hash": manifest_hash, "seed": cfg.seed,
            "swap_instructions": cfg.swap_instructions, "changed_instruction_fraction": changed, "cells": results}
     if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(cfg.out), out)
+        write_json_atomic(cfg.out, out)
     for name, row in results.items():
         shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("n_samples", "n_episodes"))
         print(f"{name:<22} {row['n_episodes']:>4} eps {row['n_samples']:>6} samples  {shown}")

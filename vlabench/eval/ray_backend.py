@@ -37,7 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vlabench.eval.workers import new_record
+from vlabench.contracts import new_record
+from vlabench.fileio import write_bytes_atomic
+from vlabench.eval.runtime import build_policy, policy_options, resolve_device
 
 ACTOR_STARTUP_GRACE_S = 300.0
 """Extra time an actor's first episode may take: process start, imports, loading the policy."""
@@ -56,14 +58,11 @@ class EpisodeActor:
     """Holds one policy (built from its spec, on this node) and one EnvSlot; runs whole episodes."""
 
     def __init__(self, policy_spec: str, device: str, env_kwargs: dict, bf16: bool, options: dict) -> None:
-        from vlabench.eval.harness import act_context
         from vlabench.eval.workers import EnvSlot
-        from vlabench.policy import is_builtin, make_policy
 
-        self.policy = make_policy(policy_spec, device, **options)
+        self.policy, self.act_ctx = build_policy(policy_spec, resolve_device(device), bf16, options)
         self.need_expert = bool(getattr(self.policy, "needs_expert", False))
         self.slot = EnvSlot(env_kwargs)
-        self.act_ctx = act_context(device, bf16, use_torch=not is_builtin(policy_spec))
 
     def run(self, episode: dict, want_video: bool, episode_timeout_s: float) -> tuple[dict, bytes | None]:
         from vlabench.eval.workers import run_episode_inline
@@ -81,8 +80,6 @@ class EpisodeActor:
 def run_ray(cfg: Any, episodes: list[dict], env_kwargs: dict, video_path_for: Callable[[dict], str | None],
             on_record: Callable[[dict], None]) -> None:
     """Run ``episodes`` on Ray actors; ``on_record(rec)`` for each as it returns (in completion order)."""
-    from vlabench.eval.harness import policy_options
-
     ray = import_ray()
     started = False
     if not ray.is_initialized():
@@ -127,10 +124,7 @@ def run_ray(cfg: Any, episodes: list[dict], env_kwargs: dict, video_path_for: Ca
                     fresh[i] = False
                     path = video_path_for(ep)
                     if video is not None and path is not None:
-                        tmp = Path(path).with_name(f".{Path(path).stem}.{os.getpid()}.tmp")
-                        tmp.parent.mkdir(parents=True, exist_ok=True)
-                        tmp.write_bytes(video)
-                        os.replace(tmp, path)
+                        write_bytes_atomic(path, video)
                     on_record(rec)
                 submit(i)
             now = time.monotonic()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vlabench.eval.metrics import is_success
+from vlabench.fileio import atomic_path
 from vlabench.suite import Episode
 
 VIDEOS_DIR, CANDIDATES_DIR = "videos", ".candidates"
@@ -62,7 +63,7 @@ def captions(instruction: str, header: str, width_px: int) -> list[str]:
 
 def write_video(path: str | Path, images: list[np.ndarray], wrists: list[np.ndarray] | None, instruction: str,
                 header: str = "", fps: int = FPS) -> Path:
-    """Encode frames to an MP4 at ``path`` (written to a temp name, then renamed).
+    """Encode frames to an MP4 at ``path`` (written atomically).
 
     images: front frames, each (H, W, 3) uint8; wrists: wrist frames (h, w, 3) uint8 or None.
     """
@@ -75,20 +76,18 @@ def write_video(path: str | Path, images: list[np.ndarray], wrists: list[np.ndar
     width = _upscale(images[0], MIN_HEIGHT).shape[1] * (2 if wrists else 1)
     caption = captions(instruction, header, width)
     frames = [compose_frame(img, wrists[i] if wrists else None, caption) for i, img in enumerate(images)]
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")  # ffmpeg picks the container by suffix
     last: Exception | None = None
-    for codec, extra in (("libx264", {"pixelformat": "yuv420p"}), ("mpeg4", {"pixelformat": "yuv420p"})):
+    for codec in ("libx264", "mpeg4"):
         try:
-            with imageio.get_writer(tmp, fps=fps, codec=codec, macro_block_size=16, quality=None,
-                                    output_params=["-crf", "23"] if codec == "libx264" else ["-q:v", "4"],
-                                    **extra) as w:
-                for f in frames:
-                    w.append_data(f)
-            os.replace(tmp, path)
+            with atomic_path(path, suffix=".mp4") as tmp:  # ffmpeg picks the container by suffix
+                with imageio.get_writer(tmp, fps=fps, codec=codec, macro_block_size=16, quality=None,
+                                        output_params=["-crf", "23"] if codec == "libx264" else ["-q:v", "4"],
+                                        pixelformat="yuv420p") as w:
+                    for f in frames:
+                        w.append_data(f)
             return path
         except Exception as e:  # codec missing from this ffmpeg build: try the next one
             last = e
-            tmp.unlink(missing_ok=True)
     raise RuntimeError(f"could not encode {path} with libx264 or mpeg4: {last}")
 
 

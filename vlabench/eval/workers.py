@@ -1,18 +1,26 @@
-"""Env workers: one process per slot, stepping its env when the main process sends an action.
+"""Env workers: processes that each own one or more env slots and step them when the main process asks.
 
 Protocol (a duplex Pipe per worker; the main process is the only one that talks):
 
-    ("reset", episode: dict(task, split, index, seed), need_expert: bool, video_path: str | None)
-    ("step", action (7,) float32)
+    ("run", [(local_slot, request), ...])   one message names any of the worker's slots, each at most once
     ("close",)
 
-Every request gets exactly one reply dict: ``{"obs", "success", "done", "steps", "renderer",
-"instruction", "expert_action" (None unless asked), "video" (path written at episode end)}`` or
-``{"error": traceback text}`` when the env raised (the worker survives; that episode is an error).
+where ``request`` is ``("reset", episode: dict(task, split, index, seed), need_expert: bool,
+video_path: str | None)`` or ``("step", action (7,) float32)``. The worker serves the requests in order
+and sends back ONE list with one reply dict per request: ``{"obs", "success", "done", "steps",
+"renderer", "instruction", "expert_action" (None unless asked), "video" (path written at episode end)}``
+or ``{"error": traceback text}`` when that slot's env raised (the worker and its other slots survive;
+that episode is an error). Messages are answered in the order they were sent, so the main process may
+queue a second message (another group of slots) while the worker still steps the first.
 
-A worker keeps one env per (task, split) it has seen (up to MAX_ENVS, oldest closed first): an env
-rebuilds its physics on every reset, so reuse is about skipping construction, not about state.
-Autoreset does not exist here: after ``done`` the worker waits for the next "reset".
+Each slot keeps one env per (task, split) it has seen (up to MAX_ENVS per worker process, shared
+out between its slots, at least one each, oldest closed first): an env rebuilds its physics on every
+reset, so reuse is about skipping construction, not about state. Autoreset does not exist here: after
+``done`` the slot waits for the next "reset".
+
+Images travel pickled inside the reply. Shared memory per slot was measured against that
+(benchmarks/ipc_images.py, results/PERFORMANCE.md): at 128 px the pipe costs about 1% of the env step
+it rides on, so the simpler path stays.
 
 Test-only fault injection: the environment variable ``VLABENCH_EVAL_FAULT`` = ``exit:SEED`` (the worker
 process dies with os._exit on the first step of that episode), ``hang:SEED`` (it sleeps forever there)
@@ -35,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from vlabench.contracts import ACTION_DIM, new_record
 from vlabench.env import make_env
 
 FAULT_ENV = "VLABENCH_EVAL_FAULT"
@@ -144,10 +153,10 @@ class EnvSlot:
         self.envs.clear()
 
 
-def worker_main(conn: Connection, env_kwargs: dict, fault: tuple[str, int] | None) -> None:
-    """Entry point of a worker process: serve reset/step requests until "close" or a closed pipe."""
+def worker_main(conn: Connection, env_kwargs: dict, fault: tuple[str, int] | None, n_slots: int = 1) -> None:
+    """Entry point of a worker process: serve "run" messages for its ``n_slots`` slots until "close" or EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    slot = EnvSlot(env_kwargs, fault)
+    slots = [EnvSlot(env_kwargs, fault, max_envs=max(1, MAX_ENVS // n_slots)) for _ in range(n_slots)]
     try:
         while True:
             try:
@@ -156,14 +165,19 @@ def worker_main(conn: Connection, env_kwargs: dict, fault: tuple[str, int] | Non
                 break
             if msg[0] == "close":
                 break
-            try:
-                reply = slot.reset(*msg[1:]) if msg[0] == "reset" else slot.step(msg[1])
-            except Exception:
-                slot.drop_env()
-                reply = {"error": traceback.format_exc(limit=8)}
-            conn.send(reply)
+            conn.send([serve(slots[local], request) for local, request in msg[1]])
     finally:
-        slot.close()
+        for slot in slots:
+            slot.close()
+
+
+def serve(slot: EnvSlot, request: tuple) -> dict:
+    """The reply to one reset/step request of ``slot``; an exception becomes ``{"error": traceback}``."""
+    try:
+        return slot.reset(*request[1:]) if request[0] == "reset" else slot.step(request[1])
+    except Exception:
+        slot.drop_env()
+        return {"error": traceback.format_exc(limit=8)}
 
 
 def mp_context() -> mp.context.BaseContext:
@@ -181,9 +195,9 @@ def mp_context() -> mp.context.BaseContext:
 class WorkerHandle:
     """The main process's end of one worker: start, talk, kill, restart."""
 
-    def __init__(self, ctx: mp.context.BaseContext, slot: int, env_kwargs: dict,
-                 fault: tuple[str, int] | None = None) -> None:
-        self.ctx, self.slot, self.env_kwargs, self.fault = ctx, slot, env_kwargs, fault
+    def __init__(self, ctx: mp.context.BaseContext, index: int, env_kwargs: dict,
+                 fault: tuple[str, int] | None = None, n_slots: int = 1) -> None:
+        self.ctx, self.index, self.env_kwargs, self.fault, self.n_slots = ctx, index, env_kwargs, fault, n_slots
         self.proc: Any = None
         self.conn: Connection | None = None
         self.restarts = 0
@@ -191,8 +205,8 @@ class WorkerHandle:
 
     def start(self) -> None:
         parent, child = self.ctx.Pipe(duplex=True)
-        self.proc = self.ctx.Process(target=worker_main, args=(child, self.env_kwargs, self.fault),
-                                     name=f"vlabench-eval-worker-{self.slot}", daemon=True)
+        self.proc = self.ctx.Process(target=worker_main, args=(child, self.env_kwargs, self.fault, self.n_slots),
+                                     name=f"vlabench-eval-worker-{self.index}", daemon=True)
         self.proc.start()
         child.close()
         self.conn = parent
@@ -242,16 +256,29 @@ def policy_actions(policy: Any, batch: dict, ctx: Callable[[], Any]) -> np.ndarr
     if hasattr(a, "detach"):  # a torch tensor slipped through the numpy boundary
         a = a.detach().float().cpu().numpy()
     a = np.asarray(a, dtype=np.float32)
-    if a.shape != (n, 7):
-        raise ValueError(f"policy.act returned shape {a.shape}, expected ({n}, 7)")
+    if a.shape != (n, ACTION_DIM):
+        raise ValueError(f"policy.act returned shape {a.shape}, expected ({n}, {ACTION_DIM})")
     return a
 
 
-def new_record(episode: dict) -> dict:
-    """An episode record (episodes.jsonl schema) before the episode has run."""
-    rec = {k: episode[k] for k in ("task", "split", "index", "seed")}
-    rec.update(instruction="", status="ok", success=False, success_step=None, steps=0, error=None)
-    return rec
+def obs_batch(replies: list[dict], episodes: list[dict], slots: list[int], first: list[bool],
+              need_expert: bool) -> dict:
+    """The ``obs_batch`` (vlabench.contracts.ObsBatch) for rows whose last worker replies are ``replies``."""
+    batch = {
+        "image": np.stack([r["obs"]["image"] for r in replies]),
+        "wrist_image": np.stack([r["obs"]["wrist_image"] for r in replies]),
+        "state": np.stack([r["obs"]["state"] for r in replies]).astype(np.float32),
+        "instruction": [r["instruction"] for r in replies],
+        "slot": np.asarray(slots, np.int64),
+        "is_first": np.asarray(first, bool),
+        "seed": np.array([e["seed"] for e in episodes], np.int64),
+        "index": np.array([e["index"] for e in episodes], np.int64),
+        "task": [e["task"] for e in episodes],
+        "split": [e["split"] for e in episodes],
+    }
+    if need_expert:
+        batch["expert_action"] = np.stack([r["expert_action"] for r in replies]).astype(np.float32)
+    return batch
 
 
 def run_episode_inline(slot: EnvSlot, policy: Any, episode: dict, need_expert: bool,
@@ -259,7 +286,7 @@ def run_episode_inline(slot: EnvSlot, policy: Any, episode: dict, need_expert: b
                        act_ctx: Callable[[], Any] = contextlib.nullcontext) -> dict:
     """Run one episode in this process with slot 0 of ``policy`` (Ray actors, the soak benchmark).
 
-    Returns the episode record (see ``vlabench.eval.harness``); any exception becomes status "error".
+    Returns the episode record (vlabench.contracts.EpisodeRecord); any exception becomes status "error".
     """
     rec = new_record(episode)
     t0 = time.monotonic()
@@ -268,14 +295,7 @@ def run_episode_inline(slot: EnvSlot, policy: Any, episode: dict, need_expert: b
         r = slot.reset(episode, need_expert, video_path)
         rec["instruction"], rec["renderer"] = r["instruction"], r["renderer"]
         while True:
-            batch = {"image": r["obs"]["image"][None], "wrist_image": r["obs"]["wrist_image"][None],
-                     "state": r["obs"]["state"][None], "instruction": [r["instruction"]],
-                     "slot": np.zeros(1, np.int64), "is_first": np.array([first]),
-                     "seed": np.array([episode["seed"]], np.int64), "index": np.array([episode["index"]], np.int64),
-                     "task": [episode["task"]], "split": [episode["split"]]}
-            if need_expert:
-                batch["expert_action"] = r["expert_action"][None]
-            action = policy_actions(policy, batch, act_ctx)[0]
+            action = policy_actions(policy, obs_batch([r], [episode], [0], [first], need_expert), act_ctx)[0]
             first = False
             r = slot.step(action)
             rec["steps"] = r["steps"]

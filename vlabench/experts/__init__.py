@@ -1,22 +1,35 @@
-"""Scripted oracles, one per task family. ``make_expert(env)`` builds the right one for the env's task."""
+"""Scripted oracles, one per task family. ``make_expert(env)`` builds the right one for the env's task.
+
+A family names its expert in its own declaration (``Task.expert = "package.module:ClassName"``, see
+``vlabench.tasks.registry``); the class is imported here, only when an expert is made. An expert class
+takes ``(env, noise=..., rng=...)`` and has ``act() -> (7,) float32 action``.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
-from vlabench.experts.grasping import PickExpert, PlaceExpert, StackExpert
-from vlabench.experts.placing import NextToExpert, PadExpert, RegraspPickExpert
-from vlabench.experts.pushing import PushExpert
 
-EXPERTS = {"pick": PickExpert, "place": PlaceExpert, "stack": StackExpert, "push": PushExpert,
-           "next_to": NextToExpert, "pad": PadExpert, "math": PadExpert,
-           # The reasoning families only change which object is the target; grasping it is a pick.
-           "relational": RegraspPickExpert, "category": RegraspPickExpert}
+def expert_class(task) -> type:
+    """The expert class a task declares (``task.expert``), imported now; ValueError naming the task and
+    the path if it cannot be found."""
+    path = getattr(task, "expert", "")
+    module, _, attr = path.partition(":")
+    if not module or not attr:
+        raise ValueError(f"task {task.name!r} declares no expert; set its expert = 'package.module:ClassName'")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"expert {path!r} of task {task.name!r} cannot be imported: {e}") from e
+    if not callable(obj):
+        raise ValueError(f"expert {path!r} of task {task.name!r} is not a class: {obj!r}")
+    return obj
 
 
 def make_expert(env, noise: float = 0.0, rng: np.random.Generator | None = None):
     """A fresh expert for the env's current episode."""
-    name = env.task.name
-    if name not in EXPERTS:
-        raise ValueError(f"no expert for task {name!r}; experts exist for: {', '.join(EXPERTS)}")
-    return EXPERTS[name](env, noise=noise, rng=rng)
+    return expert_class(env.task)(env, noise=noise, rng=rng)

@@ -1,4 +1,10 @@
-"""Name -> model family lookup. Modules are imported lazily so that using one model never pays for another."""
+"""Name -> model family lookup. Families are imported lazily so that using one never pays for another.
+
+A family is a package under ``vlabench.models`` whose ``__init__`` defines ``SPEC``: its config
+dataclass, its ``nn.Module`` (built as ``model_cls(cfg, stats)``, with ``compute_loss(batch)`` and
+``data_spec()`` for the training loop) and its Policy class (built as ``policy_cls(model, device,
+**inference_options)``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from dataclasses import dataclass
 
 MODULES = {
     "rt1": "vlabench.models.rt1",
-    "diffusion": "vlabench.models.diffusion_policy",
+    "diffusion": "vlabench.models.diffusion",
     "rt2": "vlabench.models.rt2",
     "goal-diffusion": "vlabench.models.goal_image",
 }

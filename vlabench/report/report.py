@@ -14,16 +14,15 @@ Every file is written to a temporary name and renamed; REPORT.md is written last
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tyro.conf import Positional
 from typing import Any
 
+from tyro.conf import Positional
+
 from vlabench.eval.metrics import summarize
+from vlabench.fileio import write_bytes_atomic
 from vlabench.report import plots, tables
 from vlabench.report.compare import RunEpisodes, check_same_suite, compare_runs, comparisons_markdown
 
@@ -99,6 +98,11 @@ def load_run(run_dir: Path) -> LoadedRun:
         except json.JSONDecodeError as e:
             raise ValueError(f"{ep_path}:{lineno} is not valid JSON ({e}); was the run interrupted?") from e
     summary = summarize(episodes)
+    if not results.get("complete", True) and len(episodes) != int(results.get("overall", {}).get("n", -1)):
+        selected = results["suite"].get("max_episodes") or results["suite"].get("n_episodes")
+        raise ValueError(f"{run_dir} holds an incomplete evaluation ({len(episodes)} of {selected} episodes; it was "
+                         "interrupted before results.json caught up). Rerun `vlabench eval` with the same --out "
+                         "(and the same suite and policy) to finish it, then report")
     _check_consistent(res_path, results, summary)
     name = str(results["policy"].get("name") or run_dir.name)
     return LoadedRun(path=run_dir, name=name, results=results, episodes=episodes, summary=summary)
@@ -156,25 +160,17 @@ def _unique_slugs(names: list[str], reserved: tuple[str, ...] = ()) -> list[str]
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file in the same directory, then rename over ``path``."""
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data.encode() if isinstance(data, str) else data)
 
 
 def _provenance(runs: list[LoadedRun]) -> str:
-    header = ["policy", "directory", "checkpoint", "checkpoint hash", "suite", "manifest hash", "renderer",
+    header = ["policy", "directory", "episodes", "checkpoint", "checkpoint hash", "suite", "manifest hash", "renderer",
               "device", "git sha", "created"]
     rows = []
     for r in runs:
         res, pol, suite = r.results, r.results["policy"], r.results["suite"]
-        vals = [r.name, str(r.path), pol.get("checkpoint"), pol.get("checkpoint_hash"), suite.get("name"),
+        n = f"{len(r.episodes)}" + ("" if res.get("complete", True) else f" of {suite.get('n_episodes')} (incomplete)")
+        vals = [r.name, str(r.path), n, pol.get("checkpoint"), pol.get("checkpoint_hash"), suite.get("name"),
                 suite.get("manifest_hash"), res.get("renderer"), res.get("device"), res.get("git_sha"), res.get("created")]
         rows.append(["—" if v in (None, "") else str(v).replace("|", "\\|") for v in vals])
     return "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "".join(
@@ -249,4 +245,9 @@ def run(cfg: ReportConfig) -> Path:
     for split, png in charts.items():
         write_atomic(out.parent / png_names[split], png)
     write_atomic(out, markdown)
+    for r in runs:
+        if not r.results.get("complete", True):
+            print(f"note: {r.path} is incomplete ({len(r.episodes)} of {r.results['suite'].get('n_episodes')} "
+                  "episodes); rerun `vlabench eval` with the same --out to finish it")
+    print(f"wrote {out} (+ {len(csv_names) + 1} CSV, {len(png_names)} PNG)")
     return out

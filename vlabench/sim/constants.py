@@ -38,3 +38,8 @@ GRIPPER_FORCE = 60.0
 
 SETTLE_STEPS = 60
 """Physics substeps (0.25 s) run after spawning objects, so the first observation shows them at rest."""
+
+SIM_VERSION = 1
+"""Version of what the simulator shows and does (physics, rendering, cameras). Bumped whenever a change
+alters episodes or images; suite manifest hashes and results files include it, so results from
+different versions cannot be mixed."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlabench.language import EXPRESSIONS, NUMBER_WORDS, Split, instruction, refer
+from vlabench.language import EXPRESSIONS, NUMBER_WORDS, Split, refer
 from vlabench.sim.pads import DIGITS
 from vlabench.tasks.base import pick
 from vlabench.tasks.pad import PadTask
+from vlabench.tasks.registry import register_task
 
 OPS = ("add", "sub", "mul", "div")
 
@@ -56,12 +57,21 @@ def evaluate(op: str, a: int, b: int) -> int:
     return {"add": a + b, "sub": a - b, "mul": a * b, "div": a // b if b else -1}[op]
 
 
+@register_task
 class MathTask(PadTask):
     name = "math"
     gym_id = "Math"
     max_steps = 100
     splits = ("math",)
     example = "put the apple on the pad showing the sum of two and one"
+    # Only in its own emergent split, never in training: "train" is the phrasing set that split uses.
+    templates = {
+        "train": ("put the {obj} on the pad showing {expr}", "place the {obj} on the pad with {expr}",
+                  "move the {obj} to the pad that shows {expr}"),
+        "heldout": (),
+    }
+    expert = "vlabench.experts.placing:PadExpert"
+    order = 80
 
     def choose_symbols(self, rng: np.random.Generator, split: Split) -> tuple[list[str], int, dict]:
         answer = int(rng.integers(10))
@@ -80,5 +90,5 @@ class MathTask(PadTask):
         return symbols, symbols.index(DIGITS[answer]), facts
 
     def describe(self, rng: np.random.Generator, split: Split, target, symbol: str, facts: dict) -> str:
-        return instruction("math", split.phrasing, rng, obj=refer(target.name, target.synonyms, rng),
-                           expr=facts["expression"])
+        return self.instruction(split.phrasing, rng, obj=refer(target.name, target.synonyms, rng),
+                                expr=facts["expression"])

@@ -11,10 +11,11 @@ import math
 
 import numpy as np
 
-from vlabench.language import Split, instruction, refer
+from vlabench.language import Split, refer
 from vlabench.sim import constants as C
 from vlabench.tasks.base import Scene, background_for, choose_distractors, conflicts, object_pool, pick
 from vlabench.tasks.layout import SEEN, dist, place_retry, scene_objects
+from vlabench.tasks.registry import register_task
 from vlabench.tasks.task import Task, pos, touching_gripper
 
 NEAR_SLACK = 0.04
@@ -54,12 +55,20 @@ def free_spot(ref_xy, ref_spec, target_spec, others: list[tuple[np.ndarray, floa
     return best
 
 
+@register_task
 class NextToTask(Task):
     name = "next_to"
     gym_id = "NextTo"
     max_steps = 100
     splits = ("seen", "unseen_objects", "unseen_colors", "unseen_backgrounds", "distractors", "paraphrase")
     example = "move the apple next to the blue block"
+    templates = {
+        "train": ("move the {obj} next to the {ref}", "put the {obj} beside the {ref}",
+                  "place the {obj} near the {ref}"),
+        "heldout": ("bring the {obj} close to the {ref}", "the {obj} should sit right by the {ref}"),
+    }
+    expert = "vlabench.experts.placing:NextToExpert"
+    order = 50
 
     def sample(self, rng: np.random.Generator, split: Split) -> Scene:
         target = pick(rng, object_pool(split))
@@ -77,8 +86,8 @@ class NextToTask(Task):
         xys = place_retry(rng, specs, accept=accept, droppable=len(others))
         specs, others = specs[:len(xys)], others[:len(xys) - 2]
         roles = ["target", "reference"] + ["distractor"] * len(others)
-        text = instruction("next_to", split.phrasing, rng, obj=refer(target.name, target.synonyms, rng),
-                           ref=refer(ref.name, ref.synonyms, rng))
+        text = self.instruction(split.phrasing, rng, obj=refer(target.name, target.synonyms, rng),
+                                ref=refer(ref.name, ref.synonyms, rng))
         return Scene(scene_objects(specs, roles, xys, rng), background_for(split, rng), text)
 
     def success(self, env, scene: Scene) -> tuple[bool, dict]:

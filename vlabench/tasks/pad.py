@@ -14,10 +14,11 @@ import math
 import numpy as np
 import pybullet as p
 
-from vlabench.language import Split, instruction, refer
+from vlabench.language import Split, refer
 from vlabench.sim.pads import HELD_OUT_SYMBOLS, PAD_THICKNESS, SEEN_SYMBOLS, SYMBOLS, on_pad, symbol_phrase
 from vlabench.tasks.base import Scene, background_for, choose_distractors, object_pool, pick
 from vlabench.tasks.layout import pads, place_retry, scene_objects
+from vlabench.tasks.registry import register_task
 from vlabench.tasks.task import Task, pos, touching_gripper
 
 MAX_TARGET_RADIUS = 0.06
@@ -44,12 +45,20 @@ def pad_success(env, scene: Scene) -> tuple[bool, dict]:
                                                    "released": released, "rise": rise}
 
 
+@register_task
 class PadTask(Task):
     name = "pad"
     gym_id = "Pad"
     max_steps = 100
     splits = ("seen", "unseen_objects", "unseen_colors", "unseen_backgrounds", "distractors", "paraphrase", "symbols")
     example = "move the apple to the pad with the star"
+    templates = {
+        "train": ("move the {obj} to the pad with the {symbol}", "put the {obj} on the {symbol} pad",
+                  "place the {obj} on the pad showing the {symbol}"),
+        "heldout": ("drop the {obj} onto the pad marked with the {symbol}", "the {obj} goes on the {symbol} pad"),
+    }
+    expert = "vlabench.experts.placing:PadExpert"
+    order = 60
 
     def n_pads(self, rng: np.random.Generator, split: Split) -> int:
         # The extra clutter of the distractors split leaves room for at most three pads.
@@ -73,8 +82,8 @@ class PadTask(Task):
         return symbols, symbols.index(goal), {}
 
     def describe(self, rng: np.random.Generator, split: Split, target, symbol: str, facts: dict) -> str:
-        return instruction("pad", split.phrasing, rng, obj=refer(target.name, target.synonyms, rng),
-                           symbol=symbol_phrase(symbol, rng))
+        return self.instruction(split.phrasing, rng, obj=refer(target.name, target.synonyms, rng),
+                                symbol=symbol_phrase(symbol, rng))
 
     def sample(self, rng: np.random.Generator, split: Split) -> Scene:
         target = pick(rng, [s for s in object_pool(split) if s.radius <= MAX_TARGET_RADIUS])

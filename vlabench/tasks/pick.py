@@ -4,27 +4,35 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlabench.language import Split, instruction, refer
+from vlabench.language import Split, refer
 from vlabench.tasks.base import (Scene, SceneObject, background_for, choose_distractors, object_pool, pick, place,
                                  random_yaw)
+from vlabench.tasks.registry import register_task
 from vlabench.tasks.task import Task, held, pos
 
 LIFT = 0.05
 """Metres the target must rise above its resting height."""
 
 
+@register_task
 class PickTask(Task):
     name = "pick"
     gym_id = "Pick"
     max_steps = 60
     splits = ("seen", "unseen_objects", "unseen_colors", "unseen_backgrounds", "distractors", "paraphrase")
     example = "pick up the banana"
+    templates = {
+        "train": ("pick up the {obj}", "grab the {obj}", "lift the {obj}", "pick the {obj} up"),
+        "heldout": ("raise the {obj} off the table", "could you lift up the {obj}?", "get the {obj} into the air"),
+    }
+    expert = "vlabench.experts.grasping:PickExpert"
+    order = 10
 
     def target_pool(self, split: Split):
         return object_pool(split)
 
     def describe(self, rng: np.random.Generator, split: Split, target, others) -> str:
-        return instruction("pick", split.phrasing, rng, obj=refer(target.name, target.synonyms, rng))
+        return self.instruction(split.phrasing, rng, obj=refer(target.name, target.synonyms, rng))
 
     def sample(self, rng: np.random.Generator, split: Split) -> Scene:
         target = pick(rng, self.target_pool(split))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlabench.language import REGIONS, Split, instruction, refer
+from vlabench.language import REGIONS, Split, refer
 from vlabench.tasks.base import Scene, SceneObject, background_for, choose_distractors, object_pool, pick
 from vlabench.tasks.layout import place_retry
+from vlabench.tasks.registry import register_task
 from vlabench.tasks.task import Task, pos
 
 REGION_TESTS = {
@@ -20,12 +21,20 @@ REGION_GOALS = {"left": (0.5, -0.19), "right": (0.5, 0.19), "front": (0.64, 0.0)
 """Where the expert aims inside each region."""
 
 
+@register_task
 class PushTask(Task):
     name = "push"
     gym_id = "Push"
     max_steps = 100
     splits = ("seen", "unseen_colors", "unseen_backgrounds", "distractors", "paraphrase")
     example = "push the red block to the left side of the table"
+    templates = {
+        "train": ("push the {obj} to the {region} of the table", "slide the {obj} to the {region}",
+                  "push the {obj} toward the {region}"),
+        "heldout": ("nudge the {obj} over to the {region}", "shove the {obj} so it ends up at the {region}"),
+    }
+    expert = "vlabench.experts.pushing:PushExpert"
+    order = 30
 
     def sample(self, rng: np.random.Generator, split: Split) -> Scene:
         target = pick(rng, object_pool(split, families=("block", "cylinder")))
@@ -41,7 +50,7 @@ class PushTask(Task):
         specs = specs[:len(xys)]
         objects = [SceneObject(s, "target" if i == 0 else "distractor", xy, float(rng.uniform(-0.4, 0.4)))
                    for i, (s, xy) in enumerate(zip(specs, xys))]
-        text = instruction("push", split.phrasing, rng, obj=refer(target.name, target.synonyms, rng), region=phrase)
+        text = self.instruction(split.phrasing, rng, obj=refer(target.name, target.synonyms, rng), region=phrase)
         return Scene(objects, background_for(split, rng), text, {"region": region})
 
     def success(self, env, scene: Scene) -> tuple[bool, dict]:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlabench.language import RELATIONS, Split, instruction
+from vlabench.language import RELATIONS, Split
 from vlabench.sim.camera import project_to_front
 from vlabench.sim.library import colorfast, scaled, volume
 from vlabench.tasks.base import Scene, background_for, conflicts, object_pool, pick
 from vlabench.tasks.layout import SEEN, dist, distinct_objects, place_retry, scene_objects, seen_pool
 from vlabench.tasks.pick import PickTask
+from vlabench.tasks.registry import register_task
 
 RELATION_KEYS = tuple(RELATIONS)
 SIDE_MARGIN_PX = 0.04
@@ -69,12 +70,17 @@ def nearest_referent(xys, ref: int) -> int | None:
     return d[0][1]
 
 
+@register_task
 class RelationalTask(PickTask):
     name = "relational"
     gym_id = "Relational"
     max_steps = 60
     splits = ("relational",)
     example = "pick up the object to the left of the apple"
+    # Only in its own emergent split, never in training: "train" is the phrasing set that split uses.
+    templates = {"train": ("pick up the {desc}", "grab the {desc}", "lift the {desc}"), "heldout": ()}
+    expert = "vlabench.experts.placing:RegraspPickExpert"
+    order = 70
 
     def sample(self, rng: np.random.Generator, split: Split) -> Scene:
         relation = RELATION_KEYS[int(rng.integers(len(RELATION_KEYS)))]
@@ -89,7 +95,7 @@ class RelationalTask(PickTask):
         options = RELATIONS[relation]
         ref = specs[roles.index("reference")].name if "reference" in roles else ""
         desc = options[int(rng.integers(len(options)))].format(ref=ref)
-        text = instruction("relational", split.phrasing, rng, desc=desc)
+        text = self.instruction(split.phrasing, rng, desc=desc)
         return Scene(scene_objects(specs, roles, xys, rng), background_for(split, rng), text, {"relation": relation})
 
     # Each builder returns (specs, roles, xys) with the target first, or None to draw again.

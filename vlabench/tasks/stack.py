@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlabench.language import Split, instruction, refer
+from vlabench.language import Split, refer
 from vlabench.tasks.base import (Scene, SceneObject, background_for, choose_distractors, object_pool, pick, place,
                                  random_yaw)
+from vlabench.tasks.registry import register_task
 from vlabench.tasks.task import Task, pos, touching_gripper, xy_dist
 
 
+@register_task
 class StackTask(Task):
     name = "stack"
     gym_id = "Stack"
     max_steps = 100
     splits = ("seen", "unseen_colors", "unseen_backgrounds", "distractors", "paraphrase")
     example = "stack the red block on the blue block"
+    templates = {
+        "train": ("stack the {obj} on the {base}", "put the {obj} on top of the {base}",
+                  "place the {obj} on the {base}"),
+        "heldout": ("build a tower with the {obj} above the {base}", "set the {obj} down onto the {base}"),
+    }
+    expert = "vlabench.experts.grasping:StackExpert"
+    order = 40
 
     def sample(self, rng: np.random.Generator, split: Split) -> Scene:
         top = pick(rng, object_pool(split, families=("block",)))
@@ -27,8 +36,8 @@ class StackTask(Task):
         xys = place(rng, specs)
         roles = ["target", "base"] + ["distractor"] * len(others)
         objects = [SceneObject(s, r, xy, random_yaw(rng)) for s, r, xy in zip(specs, roles, xys)]
-        text = instruction("stack", split.phrasing, rng, obj=refer(top.name, top.synonyms, rng),
-                           base=refer(base.name, base.synonyms, rng))
+        text = self.instruction(split.phrasing, rng, obj=refer(top.name, top.synonyms, rng),
+                                base=refer(base.name, base.synonyms, rng))
         return Scene(objects, background_for(split, rng), text)
 
     def success(self, env, scene: Scene) -> tuple[bool, dict]:

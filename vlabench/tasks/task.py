@@ -7,21 +7,39 @@ import math
 import numpy as np
 import pybullet as p
 
-from vlabench.language import Split
+from vlabench.language import Split, fill
 from vlabench.tasks.base import Scene, SceneObject
 
 
 class Task:
     """A task family: a seeded scene sampler, instructions and a state-based success predicate.
 
-    ``splits`` lists the splits the family can be sampled in; other (task, split) cells do not exist.
+    A family declares itself with ``@vlabench.tasks.registry.register_task`` on its subclass; the
+    class attributes below are its declaration (the registry validates them).
     """
 
     name: str = ""
+    """Key in ``TASKS`` and the env's ``task`` argument (lower_snake_case)."""
     gym_id: str = ""
+    """Registered as ``vlabench/<gym_id>-v0``."""
     max_steps: int = 100
     splits: tuple[str, ...] = ()
+    """The splits the family can be sampled in; other (task, split) cells do not exist."""
     example: str = ""
+    templates: dict[str, tuple[str, ...]] = {}
+    """Instruction phrasings: ``train`` (demos and every split but paraphrase) and ``heldout`` (only the
+    ``paraphrase`` split), disjoint. Slots like ``{obj}`` are filled by ``sample``."""
+    expert: str = ""
+    """The scripted oracle as ``"package.module:ClassName"``, imported only when an expert is made (the
+    experts sit above the tasks)."""
+    order: int = 1000
+    """Position in ``TASKS`` and in listings; equal orders keep registration order."""
+
+    def instruction(self, phrasing: str, rng: np.random.Generator, **slots: str) -> str:
+        """A random template of this family's ``phrasing`` set (train | heldout), filled with ``slots``."""
+        if phrasing not in self.templates:
+            raise ValueError(f"task {self.name!r} has no {phrasing!r} phrasing; it has: {', '.join(self.templates)}")
+        return fill(self.templates[phrasing], rng, **slots)
 
     def sample(self, rng: np.random.Generator, split: Split) -> Scene:
         """A scene for this split, drawn only from ``rng``."""

@@ -1,17 +1,17 @@
-"""The shared training loop and checkpoints.
+"""The shared training loop, its command line and checkpoint writing.
 
 Public API:
-    train(model_name, model_cfg, train_cfg, data_dir, out_dir, resume=False) -> Path   (loop.py)
-    run(argv | TrainCommand) -> Path                  entry of `vlabench train`          (loop.py)
-    TrainConfig, load_recipe(path), parse_train_args(argv)                               (config.py)
-    save_checkpoint(...), load_checkpoint(dir, device), load_policy(path, device),
-    checkpoint_hash(dir)                                                                 (checkpoint.py)
+    train(model_name, model_cfg, train_cfg, data_dir, out_dir, resume=False, skip_bad=False) -> Path  (loop.py)
+    Trainer                                                                                           (loop.py)
+    TrainConfig, load_recipe(path)                                                                    (config.py)
+    parse_train_args(argv), run(args)             the `vlabench train` command                        (command.py)
+    save_checkpoint(...), copy_checkpoint(...)    writing; reading is vlabench.models.checkpoint      (checkpoint.py)
 """
 
-from vlabench.train.checkpoint import (CheckpointInfo, checkpoint_hash, load_checkpoint, load_policy,
-                                       save_checkpoint)
-from vlabench.train.config import TrainConfig, load_recipe, parse_train_args
-from vlabench.train.loop import TrainCommand, Trainer, run, train
+from vlabench.train.checkpoint import copy_checkpoint, save_checkpoint
+from vlabench.train.command import parse_train_args, run
+from vlabench.train.config import TrainConfig, load_recipe
+from vlabench.train.loop import Trainer, train
 
-__all__ = ["CheckpointInfo", "TrainCommand", "TrainConfig", "Trainer", "checkpoint_hash", "load_checkpoint",
-           "load_policy", "load_recipe", "parse_train_args", "run", "save_checkpoint", "train"]
+__all__ = ["TrainConfig", "Trainer", "copy_checkpoint", "load_recipe", "parse_train_args", "run", "save_checkpoint",
+           "train"]

@@ -1,4 +1,5 @@
-"""Data plumbing of the training loop: episode split, reproducible epoch order, per-sample seeds.
+"""Data plumbing of the training loop: the demo dataset and its statistics, episode split,
+reproducible epoch order, per-sample seeds.
 
 Reproducibility across ``--resume`` (and across worker counts) rests on two rules:
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -202,3 +204,22 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
+
+
+def make_dataset(data_dir: Path, data_spec: dict, skip_bad: bool = False, cache: bool = False) -> Dataset:
+    """The demo dataset for a model; ``data_spec`` is ``model.data_spec()`` (n_obs, horizon, goal_offset)."""
+    from vlabench.data.dataset import DemoDataset
+
+    return DemoDataset(data_dir, skip_bad=skip_bad, cache=cache, **data_spec)
+
+
+def read_dataset_meta(data_dir: Path, skip_bad: bool = False) -> tuple[dict, str | None]:
+    """(stats, manifest hash) of a demo directory, before the dataset is built (the model needs stats
+    to say which samples it wants). Verifies every shard against the checksum recorded when it was
+    written (a corrupt one is named; with ``skip_bad`` it is left out), and goes through
+    vlabench.data so stale stats.json get recomputed."""
+    from vlabench.data.manifest import load_manifest
+    from vlabench.data.stats import ensure_stats
+
+    manifest = load_manifest(data_dir, skip_bad=skip_bad, verify=True)
+    return ensure_stats(data_dir, manifest, skip_bad=skip_bad), manifest.get("hash")

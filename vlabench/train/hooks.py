@@ -1,41 +1,39 @@
-"""Optional hooks the training loop calls; each degrades to a warning when its dependency is missing."""
+"""Periodic evaluation during training (``train.eval_every``), run as a separate ``vlabench eval`` process.
+
+The training loop sits below evaluation (it must not import it), and a rollout in its own process
+cannot disturb the training process's RNG streams, threads or memory. A failing rollout only warns:
+evaluation must never kill training.
+"""
 
 from __future__ import annotations
 
-import importlib
+import json
+import subprocess
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
-from vlabench.train import checkpoint as ckpt
 from vlabench.train.config import TrainConfig
 
-_warned: set[str] = set()
+DEFAULT_SUITE = "envs/smoke.toml"
 
 
 def periodic_eval(checkpoint: Path, cfg: TrainConfig, step: int, device: torch.device) -> dict[str, float] | None:
-    """Optional short rollout during training (``train.eval_every``).
-
-    Calls ``vlabench.eval.harness.quick_eval(checkpoint=Path, suite=str|None, n_episodes=int, device=str)
-    -> dict[str, float]`` when that function exists, and returns its numbers prefixed ``eval_`` for
-    metrics.csv. A missing harness or a failing rollout only warns: evaluation must never kill training.
-    The training RNG streams are saved and restored around it, so it does not change the loss curve.
-    """
-    try:
-        fn = importlib.import_module("vlabench.eval.harness").quick_eval
-    except (ImportError, AttributeError) as e:
-        if "eval" not in _warned:
-            _warned.add("eval")
-            warnings.warn(f"train.eval_every is set but vlabench.eval.harness.quick_eval is unavailable ({e}); "
-                          f"skipping periodic evaluation", stacklevel=2)
-        return None
-    rng = ckpt.capture_rng_state()
-    try:
-        res = fn(checkpoint=checkpoint, suite=cfg.eval_suite or None, n_episodes=cfg.eval_episodes, device=str(device))
-    except Exception as e:
-        warnings.warn(f"periodic evaluation at step {step} failed: {type(e).__name__}: {e}", stacklevel=2)
-        return None
-    finally:
-        ckpt.restore_rng_state(rng)
-    return {f"eval_{k}": float(v) for k, v in (res or {}).items() if isinstance(v, (int, float))}
+    """``vlabench eval`` of ``checkpoint`` on the first ``cfg.eval_episodes`` episodes of ``cfg.eval_suite``;
+    returns ``{"eval_success_rate", "eval_episodes"}`` for metrics.csv, or None (with a warning) on failure."""
+    with tempfile.TemporaryDirectory(prefix="vlabench-train-eval-") as tmp:
+        cmd = [sys.executable, "-m", "vlabench.cli", "eval", "--suite", cfg.eval_suite or DEFAULT_SUITE,
+               "--policy", str(checkpoint), "--max-episodes", str(cfg.eval_episodes), "--device", str(device),
+               "--out", str(Path(tmp) / "run")]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}")
+            overall = json.loads((Path(tmp) / "run" / "results.json").read_text())["overall"]
+        except (OSError, ValueError, KeyError, RuntimeError, subprocess.SubprocessError) as e:
+            warnings.warn(f"periodic evaluation at step {step} failed: {type(e).__name__}: {e}", stacklevel=2)
+            return None
+    return {"eval_success_rate": float(overall["rate"]), "eval_episodes": float(overall["n"])}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,26 @@ def read_metrics(path: str | Path) -> list[dict[str, float | None]]:
     """metrics.csv rows with numbers parsed (empty cells -> None)."""
     _, rows = _read_rows(Path(path))
     return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in rows]
+
+
+class MetricsWindow:
+    """Losses and model metrics summed since the last metrics.csv row."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.t0, self.n, self.loss, self.metrics = time.monotonic(), 0, 0.0, {}
+
+    def add(self, loss: float, metrics: dict) -> None:
+        self.n += 1
+        self.loss += loss
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) or hasattr(v, "detach"):  # numbers and tensors; other extras are skipped
+                self.metrics[k] = self.metrics.get(k, 0.0) + float(v)
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.n for k, v in self.metrics.items()}
+
+    def seconds(self) -> float:
+        return max(time.monotonic() - self.t0, 1e-9)

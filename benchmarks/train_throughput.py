@@ -1,0 +1,112 @@
+"""Training samples/s and peak memory per policy: short real ``vlabench train`` runs on collected demos.
+
+    python benchmarks/train_throughput.py [--recipes rt1_small,diffusion_small] [--steps 40] [--episodes 10]
+        [--suite envs/cpu_pick_train.toml] [--data DIR] [--device cpu] [--out FILE.md] [--json FILE.json]
+
+Collects ``--episodes`` expert demos with ``vlabench collect`` (unless ``--data`` names a dataset), then
+runs ``vlabench train --recipe policies/RECIPE.toml`` for ``--steps`` optimizer steps under
+``/usr/bin/time -v``. samples/s is the loop's own ``samples_per_s`` column of metrics.csv, averaged over
+the rows after the first (the first window holds model construction warm-up); peak memory is the
+training process's maximum resident set size (``/usr/bin/time``; falls back to getrusage of the
+children when /usr/bin/time is missing, which is the largest child so far).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _vlabench() -> list[str]:
+    return [sys.executable, "-m", "vlabench.cli"]
+
+
+def collect(suite: str, episodes: int, out: Path) -> float:
+    """Collect ``episodes`` demos into ``out``; returns the wall seconds."""
+    t0 = time.perf_counter()
+    subprocess.run(_vlabench() + ["collect", "--suite", suite, "--episodes", str(episodes), "--out", str(out)],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def train_row(recipe: str, data: Path, run_dir: Path, steps: int, device: str, log_every: int) -> dict:
+    cmd = _vlabench() + ["train", "--recipe", f"policies/{recipe}.toml", "--data", str(data), "--out", str(run_dir),
+                         f"--train.steps={steps}", f"--train.log-every={log_every}", f"--train.save-every={steps}",
+                         f"--train.device={device}", "--train.eval-every=0"]
+    timer = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
+    if timer:
+        cmd = [timer, "-v"] + cmd
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"vlabench train --recipe {recipe} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    peak_kb = int(m.group(1)) if m else resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(run_dir / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("samples_per_s")]
+    rates = [float(r["samples_per_s"]) for r in rows]
+    steady = rates[1:] or rates
+    import tomllib
+
+    with open(REPO / "policies" / f"{recipe}.toml", "rb") as f:
+        batch = tomllib.load(f)["train"]["batch_size"]
+    return {"recipe": recipe, "steps": steps, "batch_size": batch, "device": device, "wall_s": wall,
+            "samples_per_s": sum(steady) / len(steady) if steady else float("nan"),
+            "steps_per_s": (sum(steady) / len(steady)) / batch if steady else float("nan"),
+            "peak_rss_mib": peak_kb / 1024, "peak_source": "/usr/bin/time -v" if m else "getrusage(children)"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipes", default="rt1_small,diffusion_small")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--episodes", type=int, default=10)
+    ap.add_argument("--suite", default="envs/cpu_pick_train.toml")
+    ap.add_argument("--data", type=Path, default=None, help="an existing demo dataset (skips collection)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    from vlabench.fileio import write_json_atomic, write_text_atomic
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vlabench-train-bench-") as tmp:
+        data, collect_s = args.data, None
+        if data is None:
+            data = Path(tmp) / "demos"
+            collect_s = collect(args.suite, args.episodes, data)
+            print(f"collected {args.episodes} demos from {args.suite} in {collect_s:.1f}s", flush=True)
+        for recipe in args.recipes.split(","):
+            rows.append(train_row(recipe, data, Path(tmp) / f"run-{recipe}", args.steps, args.device, args.log_every))
+            print(rows[-1], flush=True)
+    demos = args.data or f"{args.episodes} episodes of {args.suite}"
+    lines = [f"## training throughput ({args.device}, {os.cpu_count()} cores, {args.steps} steps per recipe, demos: "
+             f"{demos}, load avg {os.getloadavg()[0]:.1f} at the end)",
+             "", "| recipe | batch | samples/s | optimizer steps/s | peak RSS (MiB) | wall s (incl. start-up) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['recipe']} | {r['batch_size']} | {r['samples_per_s']:.1f} | {r['steps_per_s']:.2f} | "
+                     f"{r['peak_rss_mib']:.0f} | {r['wall_s']:.1f} |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.out:
+        write_text_atomic(args.out, text + "\n")
+    if args.json:
+        write_json_atomic(args.json, {"rows": rows, "collect_s": collect_s})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""`vlabench pipeline --profile smoke`: every stage end to end on the CPU, then resume, slices and packing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vlabench.pipeline.command import PipelineConfig, run
+from vlabench.pipeline.profile import load_profile
+from vlabench.pipeline.state import StageChanged, all_stages
+
+PROFILE = "smoke"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pipeline") / "smoke"
+    run(PipelineConfig(profile=PROFILE, out=out))
+    return out
+
+
+def _stages(out: Path) -> dict[str, dict]:
+    return {r["stage"] + (f":{r['item']}" if r.get("item") else ""): r for r in all_stages(out)}
+
+
+def test_every_stage_ran_and_recorded_its_inputs_budget_and_time(smoke):
+    profile = load_profile(PROFILE)
+    stages = _stages(smoke)
+    expected = ({"collect:train", "collect:probe", "vqa", "report"} | {f"train:{m.name}" for m in profile.models}
+                | {f"eval:{p}" for p in profile.policies} | {f"probe:{m.name}" for m in profile.models})
+    assert set(stages) == expected
+    for label, rec in stages.items():
+        assert rec["status"] == "done", (label, rec)
+        assert rec["inputs"] and all(isinstance(v, str) and v for v in rec["inputs"].values()), label
+        assert rec["wall_s"] >= 0 and len(rec["invocations"]) == 1
+    assert stages["train:rt1"]["outputs"]["steps"] == 4 and stages["train:rt1"]["budget"]["steps"] == 4
+    assert "vqa" in stages["train:rt2_cotrain"]["inputs"] and "vqa" not in stages["train:rt2_robot_only"]["inputs"]
+
+
+def test_every_policy_is_evaluated_on_one_manifest(smoke):
+    profile = load_profile(PROFILE)
+    hashes = set()
+    for name in profile.policies:
+        res = json.loads((smoke / "eval" / name / "results.json").read_text())
+        lines = (smoke / "eval" / name / "episodes.jsonl").read_text().splitlines()
+        assert res["complete"] and res["overall"]["n"] == len(lines) == 4
+        assert res["overall"]["errors"] == 0, name
+        hashes.add(res["suite"]["manifest_hash"])
+    assert len(hashes) == 1
+    rt1 = json.loads((smoke / "eval" / "rt1" / "results.json").read_text())["policy"]
+    assert rt1["options"] == {"decode": "mean"} and rt1["checkpoint_hash"]
+
+
+def test_results_page_has_the_tables_the_benchmark_asks_for(smoke):
+    text = (smoke / "report" / "RESULTS.md").read_text()
+    for section in ("## Headline", "## Paired comparisons", "## Language probe", "## Budgets and wall time",
+                    "## Commands"):
+        assert section in text
+    headline = text.split("## Headline")[1].split("##")[0]
+    for name in load_profile(PROFILE).policies:
+        assert f"| {name} |" in headline
+    assert "| rt1 | diffusion |" in text and "| rt2_cotrain | rt2_robot_only |" in text and "| rt1 | random |" in text
+    probe = text.split("## Language probe")[1].split("##")[0]
+    assert probe.count("| pick/seen |") == len(load_profile(PROFILE).models)
+    assert (smoke / "report" / "REPORT.md").is_file() and list((smoke / "report").glob("*.png"))
+
+
+def test_rerun_skips_everything_that_is_done(smoke, capsys):
+    before = {k: len(v["invocations"]) for k, v in _stages(smoke).items()}
+    run(PipelineConfig(profile=PROFILE, out=smoke, stages=["collect", "train", "eval", "probe"]))
+    after = {k: len(v["invocations"]) for k, v in _stages(smoke).items()}
+    assert before == after
+    assert "train:rt1: done" in capsys.readouterr().out
+
+
+def test_a_finished_stage_with_changed_inputs_is_refused(smoke, tmp_path):
+    prof = tmp_path / "changed.toml"
+    text = Path(load_profile(PROFILE).path).read_text().replace(
+        'model = { text_encoder = "hash", n_layers = 1,', 'model = { text_encoder = "hash", n_layers = 2,')
+    prof.write_text(text)
+    with pytest.raises(StageChanged, match=r"train:rt1 finished on other inputs \(overrides changed"):
+        run(PipelineConfig(profile=str(prof), out=smoke, stages=["train"], models=["rt1"]))
+
+
+def test_bad_stage_or_model_names_are_refused(smoke):
+    with pytest.raises(ValueError, match="unknown stages.*valid: collect"):
+        run(PipelineConfig(profile=PROFILE, out=smoke, stages=["trian"]))
+    with pytest.raises(ValueError, match="no model or baseline.*rt1, diffusion"):
+        run(PipelineConfig(profile=PROFILE, out=smoke, models=["rt3"]))
+
+
+def test_pack_then_unpack_resumes_without_redoing_anything(smoke, tmp_path):
+    run(PipelineConfig(profile=PROFILE, out=smoke, stages=["pack"]))
+    meta = json.loads((smoke / "pack" / "pack.json").read_text())
+    assert all((smoke / "pack" / p).stat().st_size <= meta["part_mib"] * 2**20 for p in meta["checkpoint_parts"])
+    assert "rt1" in meta["checkpoints"]
+    later = tmp_path / "later"
+    shutil.copytree(smoke / "pack", tmp_path / "window")
+    run(PipelineConfig(profile=PROFILE, out=later, stages=["eval", "report"], models=["rt1", "random"],
+                       unpack=tmp_path / "window"))
+    assert (later / "train" / "rt1" / "latest" / "model.safetensors").is_file()
+    stages = _stages(later)
+    assert len(stages["eval:rt1"]["invocations"]) == 1  # restored as done, not rerun
+    assert json.loads((later / "eval" / "rt1" / "results.json").read_text())["overall"]["n"] == 4

@@ -1,0 +1,166 @@
+"""The contracts between the parts: action and state sizes, the observation batch a policy receives,
+the episode record the harness writes, the Policy protocol, and the per-slot memory every policy uses.
+
+A policy is batched over env *slots*: the eval harness runs K envs side by side and calls ``act`` once
+per control step with one row per active slot. Rows may be a subset of the slots (a slot whose episode
+ended and that has no work left drops out), so a policy keys its per-env memory on
+``obs_batch["slot"]``, never on the row position. :class:`SlotMemory` does that bookkeeping once.
+
+Action: float32 in [-1, 1]^7 at 10 Hz -- dx, dy, dz (x 0.05 m), droll, dpitch, dyaw
+(x 0.25 rad), gripper (< 0 open, > 0 close). State: ee xyz, ee quaternion xyzw, gripper opening (m).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypedDict, runtime_checkable
+
+import numpy as np
+
+ACTION_DIM = 7
+STATE_DIM = 8
+
+
+class ObsBatch(TypedDict, total=False):
+    """What ``Policy.act`` receives: n rows, one per env slot waiting for an action."""
+
+    image: np.ndarray
+    """(n, H, W, 3) uint8: front camera."""
+    wrist_image: np.ndarray
+    """(n, h, w, 3) uint8: wrist camera."""
+    state: np.ndarray
+    """(n, 8) float32: ee xyz, ee quaternion xyzw, gripper opening."""
+    instruction: list[str]
+    slot: np.ndarray
+    """(n,) int64: env slot of each row."""
+    is_first: np.ndarray
+    """(n,) bool: first step of a new episode in that slot (clear its history and queues)."""
+    seed: np.ndarray
+    """(n,) int64: episode seed, so policies can be reproducible per episode whatever the slot."""
+    index: np.ndarray
+    """(n,) int64: episode index within its cell."""
+    task: list[str]
+    split: list[str]
+    expert_action: np.ndarray
+    """(n, 7) float32: the scripted oracle's action; only for policies with ``needs_expert = True``."""
+
+
+class EpisodeRecord(TypedDict, total=False):
+    """One line of episodes.jsonl."""
+
+    task: str
+    split: str
+    index: int
+    seed: int
+    instruction: str
+    status: str
+    """ok | error (an error counts as a failure in every rate)."""
+    success: bool
+    """The success predicate held at some step (the headline metric, "success_once")."""
+    success_step: int | None
+    steps: int
+    error: str | None
+    renderer: str
+    wall_s: float
+
+
+def new_record(episode: dict) -> EpisodeRecord:
+    """The record of ``episode`` (task, split, index, seed) before it has run."""
+    rec: EpisodeRecord = {k: episode[k] for k in ("task", "split", "index", "seed")}  # type: ignore[assignment]
+    rec.update(instruction="", status="ok", success=False, success_step=None, steps=0, error=None)
+    return rec
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What the eval harness drives."""
+
+    def reset(self, n_envs: int) -> None:
+        """Forget everything; the next episodes run in slots 0..n_envs-1."""
+
+    def act(self, obs_batch: ObsBatch) -> np.ndarray:
+        """Actions (n, 7) float32 in [-1, 1] for the n rows of ``obs_batch``."""
+
+
+@dataclass
+class SlotState:
+    """One slot's memory for the episode it is running."""
+
+    history: deque
+    """Recent observations or features, oldest first (``maxlen`` = the memory's ``history``)."""
+    queue: deque = field(default_factory=deque)
+    """Actions planned but not yet executed (action chunks)."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """Anything else the policy keeps per episode (an RNG, a goal image, counters)."""
+    fresh: bool = True
+    """True on the episode's first ``act``: nothing in it comes from an earlier episode."""
+
+
+class SlotMemory:
+    """Per-slot memory keyed on ``obs_batch["slot"]``, cleared on ``is_first``.
+
+    ``update(obs_batch)`` validates ``slot`` and ``is_first`` and returns each row's :class:`SlotState`;
+    rows of a new episode (or a slot seen for the first time) get a fresh, empty state. Callers other
+    than the harness may leave out ``slot`` (rows are then slots 0..n-1) and ``is_first``.
+    """
+
+    def __init__(self, history: int = 0) -> None:
+        self.history = history
+        self._states: dict[int, SlotState] = {}
+
+    def reset(self) -> None:
+        self._states = {}
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __getitem__(self, slot: int) -> SlotState:
+        """The memory of ``slot`` (KeyError if it has not acted since the last reset)."""
+        return self._states[slot]
+
+    def slots(self) -> list[int]:
+        return sorted(self._states)
+
+    def update(self, obs_batch: ObsBatch | dict) -> list[SlotState]:
+        slots, first = batch_slots(obs_batch)
+        out = []
+        for slot, is_first in zip(slots.tolist(), first.tolist()):
+            state = self._states.get(slot)
+            if is_first or state is None:
+                state = SlotState(deque(maxlen=self.history or None))
+                self._states[slot] = state
+            else:
+                state.fresh = False
+            out.append(state)
+        return out
+
+
+def batch_rows(obs_batch: ObsBatch | dict) -> int:
+    """Number of rows n of an observation batch."""
+    for key in ("slot", "instruction", "state", "image"):
+        if key in obs_batch:
+            return len(obs_batch[key])
+    raise ValueError(f"obs_batch has none of slot, instruction, state, image; got keys {sorted(obs_batch)}")
+
+
+def batch_slots(obs_batch: ObsBatch | dict) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(slot (n,) int64, is_first (n,) bool)`` of an observation batch.
+
+    Raises ValueError for slots that are not distinct non-negative integers, or lengths that differ.
+    """
+    n = batch_rows(obs_batch)
+    raw = obs_batch.get("slot")
+    slots = np.arange(n, dtype=np.int64) if raw is None else np.asarray(raw)
+    if slots.shape != (n,) or (n and not np.issubdtype(slots.dtype, np.integer)):
+        raise ValueError(f"obs_batch['slot'] must be {n} integers, got {np.asarray(raw).tolist()!r}")
+    slots = slots.astype(np.int64)
+    if n and int(slots.min()) < 0:
+        raise ValueError(f"obs_batch['slot'] must be >= 0, got {slots.tolist()}")
+    if len(set(slots.tolist())) != n:
+        raise ValueError(f"obs_batch['slot'] has duplicate slots: {slots.tolist()}")
+    raw_first = obs_batch.get("is_first")
+    first = np.zeros(n, bool) if raw_first is None else np.asarray(raw_first, dtype=bool)
+    if first.shape != (n,):
+        raise ValueError(f"obs_batch['is_first'] must be {n} booleans, got shape {first.shape}")
+    return slots, first
