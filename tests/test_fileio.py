@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from vlabench.fileio import FolderBusyError, atomic_path, exclusive_folder, orphan_temp_files, write_json_atomic
+from vlabench.fileio import (FolderBusyError, atomic_path, exclusive_folder, remove_orphan_temp_files,
+                             write_json_atomic)
 
 
 def test_atomic_path_publishes_on_success_and_keeps_old_file_on_error(tmp_path):
@@ -31,12 +32,13 @@ def test_atomic_path_no_clobber_refuses_existing(tmp_path):
     assert target.read_text() == "first"
 
 
-def test_orphan_temp_files_are_those_of_dead_writers(tmp_path):
+def test_only_temp_files_of_dead_writers_are_removed(tmp_path):
     dead = tmp_path / ".x.json.999999.tmp"
     dead.write_text("left by a killed process")
     with atomic_path(tmp_path / "y.json") as live:
         live.write_text("being written")
-        assert orphan_temp_files(tmp_path) == [dead]
+        assert remove_orphan_temp_files(tmp_path.glob(".*.tmp*")) == [dead]
+        assert live.exists() and not dead.exists()
 
 
 def test_exclusive_folder_refuses_a_second_owner_and_names_it(tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -78,22 +78,26 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 1, sort_k
     return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
 
 
-def orphan_temp_files(folder: str | os.PathLike, pattern: str = ".*.tmp*") -> list[Path]:
-    """Temp files in ``folder`` left by dead writers (their flock can be taken)."""
-    out = []
-    for p in Path(folder).glob(pattern):
+def remove_orphan_temp_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Delete those of ``paths`` whose writer is gone (their flock can be taken); returns what was deleted.
+    A file a live writer holds is left alone."""
+    removed = []
+    for p in sorted({Path(x) for x in paths}):
         try:
-            fd = os.open(p, os.O_RDONLY)
+            fd = os.open(p, os.O_RDWR)
         except OSError:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            out.append(p)
+            # The name may have been renamed or reused between the listing and open: delete only our inode.
+            if os.fstat(fd).st_ino == os.stat(p).st_ino:
+                p.unlink()
+                removed.append(p)
         except OSError:
-            pass
+            pass  # locked by a live writer, or already gone
         finally:
             os.close(fd)
-    return out
+    return removed
 
 
 class FolderBusyError(RuntimeError):

@@ -58,7 +58,7 @@ from vlabench.data.layout import (
     EpisodeKey,
     file_sha256,
 )
-from vlabench.fileio import write_json_atomic
+from vlabench.fileio import remove_orphan_temp_files, write_json_atomic
 
 TEMP_PATTERNS = ("*.tmp", ".*.tmp*")
 """Temp names: ``.<name>.<pid>.tmp<suffix>`` from vlabench.fileio, ``<name>.tmp`` from older versions."""
@@ -80,26 +80,9 @@ def dir_lock(root: Path) -> Iterator[None]:
 
 
 def remove_orphan_tmps(root: Path) -> list[Path]:
-    """Delete temp files under root whose writer is gone (their flock can be taken)."""
-    removed = []
-    candidates = {p for pat in TEMP_PATTERNS
-                  for p in (*root.glob(pat), *(root / PENDING_DIR).glob(pat), *(root / ".cache").rglob(pat))}
-    for p in sorted(candidates):
-        try:
-            fd = os.open(p, os.O_RDWR)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # The name may have been renamed/reused between glob and open; only delete our inode.
-            if os.fstat(fd).st_ino == os.stat(p).st_ino:
-                p.unlink()
-                removed.append(p)
-        except OSError:
-            pass  # locked by a live writer, or already gone
-        finally:
-            os.close(fd)
-    return removed
+    """Delete temp files under root whose writer is gone (vlabench.fileio.remove_orphan_temp_files)."""
+    return remove_orphan_temp_files(p for pat in TEMP_PATTERNS
+                                    for p in (*root.glob(pat), *(root / PENDING_DIR).glob(pat), *(root / ".cache").rglob(pat)))
 
 
 def source_files(root: Path) -> list[Path]:
