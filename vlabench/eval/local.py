@@ -14,7 +14,12 @@ takes group A's observations, runs ``act`` on them and sends the actions; then i
 its workers answered while ``act`` ran for A, and runs ``act`` for B while A's workers step; and so on.
 Inference and stepping overlap, each ``act`` gets half the slots. A worker serves its messages in the
 order they came, so its two groups never step at the same time in it. With ``overlap`` off (or one slot)
-every waiting slot is in one ``act`` per control step and the workers idle while it runs.
+every waiting slot is in one ``act`` per control step and the workers idle while it runs. Overlap pays when
+``act`` waits on an accelerator and loses when it computes on the workers' cores (results/PERFORMANCE.md,
+section 3a), so the harness's default ``overlap="auto"`` turns it on only for a policy off the CPU.
+
+Main-process resources: ``act`` runs with ``act_threads`` torch threads (default: the cores the workers
+leave free), and frames arrive through shared memory (``workers.ImageBuffers``; ``image_buffers``).
 
 An episode's actions depend only on its own observations and its slot's memory, never on the grouping,
 the slot or the worker (the built-in random/expert policies seed per episode), so the same suite gives the
@@ -42,7 +47,7 @@ import os
 import sys
 import time
 import traceback
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
@@ -51,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from vlabench.contracts import new_record
-from vlabench.eval.workers import WorkerHandle, mp_context, obs_batch, policy_actions, read_fault
+from vlabench.eval.workers import ImageBuffers, WorkerHandle, mp_context, obs_batch, policy_actions, read_fault
 
 STARTUP_GRACE_S = 120.0
 """Extra time a reset may take: a fresh worker process imports the sim and builds its first env."""
@@ -62,7 +67,8 @@ def act_threads(requested: int, n_workers: int) -> int | None:
     workers leave free (at least 1); < 0 = None (leave torch's setting alone).
 
     Why: the workers keep their cores busy, and torch's default of one thread per core then oversubscribes
-    them; on a loaded 2-core machine an RT-1 ``act`` measured 5-40x slower with 2 threads than with 1.
+    them: on a shared 2-core machine with 2 workers, RT-1 and Diffusion Policy ran 2-4x fewer env steps/s
+    with torch's default (2 threads) than with 1 (results/PERFORMANCE.md).
     """
     if requested != 0:
         return requested if requested > 0 else None
@@ -83,6 +89,17 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def frame_sizes(env_kwargs: dict) -> tuple[int, int]:
+    """(front, wrist) image sizes the envs built from ``env_kwargs`` render (TabletopEnv's defaults if unset)."""
+    import inspect
+
+    from vlabench.env import TabletopEnv
+
+    params = inspect.signature(TabletopEnv.__init__).parameters
+    return (int(env_kwargs.get("image_size", params["image_size"].default)),
+            int(env_kwargs.get("wrist_size", params["wrist_size"].default)))
 
 
 def _subset(batch: dict, rows: list[int]) -> dict:
@@ -119,10 +136,15 @@ class _Worker:
     """messages sent and not answered, oldest first"""
     since: float = 0.0
     """when the worker started on the oldest in-flight message (its send, or the previous reply)"""
+    images: ImageBuffers | None = None
+    """shared-memory frames of its slots (outlive restarts of the process)"""
 
 
 class LocalBackend:
     """Runs episodes on worker processes with several env slots each; ``run`` calls ``on_record`` as each ends."""
+
+    image_buffers = True
+    """frames through shared memory (workers.ImageBuffers) instead of pickled replies; benchmarks flip it"""
 
     def __init__(self, n_workers: int, env_kwargs: dict, policy: Any, need_expert: bool,
                  step_timeout_s: float, episode_timeout_s: float, act_ctx: Callable[[], Any],
@@ -136,8 +158,6 @@ class LocalBackend:
         self.need_expert, self.act_ctx, self.video_path_for = need_expert, act_ctx, video_path_for
         self.step_timeout_s, self.episode_timeout_s = step_timeout_s, episode_timeout_s
         self.restarts = 0
-        self.act_rows: Counter[int] = Counter()
-        """rows per ``act`` call -> number of such calls, over the last run (benchmarks report the batch sizes)"""
 
     def _build(self, n_episodes: int) -> None:
         """Workers and slots for ``n_episodes``: spread over the workers before stacking slots in one."""
@@ -145,18 +165,24 @@ class LocalBackend:
         n_workers = min(self.n_workers, n_episodes)
         per = min(self.envs_per_worker, -(-n_episodes // n_workers))
         self.workers, self.slots = [], []
+        front, wrist = frame_sizes(self.env_kwargs)
+        if self.image_buffers:
+            ImageBuffers.sweep_stale()
         for w in range(n_workers):
-            worker = _Worker(WorkerHandle(ctx, w, self.env_kwargs, fault, per))
+            images = ImageBuffers(per, front, wrist) if self.image_buffers else None
+            worker = _Worker(WorkerHandle(ctx, w, self.env_kwargs, fault, per, images and images.spec()),
+                             images=images)
             worker.slots = [_Slot(w * per + i, worker, i) for i in range(per)]
             self.workers.append(worker)
             self.slots += worker.slots
         n_groups = 2 if self.overlap and len(self.slots) >= 2 else 1
         self.groups = [[s for s in self.slots if s.index % n_groups == g] for g in range(n_groups)]
 
-    def run(self, episodes: list[dict], on_record: Callable[[dict], None]) -> None:
+    def run(self, episodes: list[dict], on_record: Callable[[dict], None], deadline: float | None = None) -> None:
+        """Run ``episodes``; after ``deadline`` (time.monotonic) no new episode starts and those in flight finish."""
         self.queue = deque(episodes)
         self.on_record = on_record
-        self.act_rows = Counter()
+        self.deadline = deadline
         if not episodes:
             return
         self.workers = []
@@ -178,12 +204,14 @@ class LocalBackend:
             for w in self.workers:
                 w.handle.close()
                 self.restarts += w.handle.restarts
+                if w.images is not None:
+                    w.images.close(unlink=True)
 
     # -- episode bookkeeping -------------------------------------------------------------------
     def _start(self, s: _Slot) -> None:
         """Queue slot ``s``'s next episode (or leave it idle)."""
         s.episode = s.rec = s.reply = s.pending = None
-        if not self.queue:
+        if not self.queue or (self.deadline is not None and time.monotonic() > self.deadline):
             return
         ep = self.queue.popleft()
         s.episode, s.rec, s.t0 = ep, new_record(ep), time.monotonic()
@@ -241,7 +269,6 @@ class LocalBackend:
     def _act_and_step(self, ready: list[_Slot]) -> None:
         batch = obs_batch([s.reply for s in ready], [s.episode for s in ready], [s.index for s in ready],
                           [s.first for s in ready], self.need_expert)
-        self.act_rows[len(ready)] += 1
         actions: list[np.ndarray | None] = [None] * len(ready)
         errors: list[str | None] = [None] * len(ready)
         try:
@@ -311,6 +338,8 @@ class LocalBackend:
         if "error" in reply:
             self._finish(s, f"env raised during {kind} (after {s.rec['steps']} steps):\n{reply['error']}")
             return
+        if s.worker.images is not None:
+            reply["obs"] = s.worker.images.get(s.local, reply["obs"])
         rec = s.rec
         rec["steps"] = reply["steps"]
         rec["renderer"] = reply["renderer"]

@@ -78,8 +78,9 @@ class EpisodeActor:
 
 
 def run_ray(cfg: Any, episodes: list[dict], env_kwargs: dict, video_path_for: Callable[[dict], str | None],
-            on_record: Callable[[dict], None]) -> None:
-    """Run ``episodes`` on Ray actors; ``on_record(rec)`` for each as it returns (in completion order)."""
+            on_record: Callable[[dict], None], deadline: float | None = None) -> None:
+    """Run ``episodes`` on Ray actors; ``on_record(rec)`` for each as it returns (in completion order). After
+    ``deadline`` (time.monotonic) no new episode is handed out."""
     ray = import_ray()
     started = False
     if not ray.is_initialized():
@@ -97,7 +98,7 @@ def run_ray(cfg: Any, episodes: list[dict], env_kwargs: dict, video_path_for: Ca
     inflight: dict[Any, tuple[int, dict, float]] = {}
 
     def submit(i: int) -> None:
-        if queue:
+        if queue and (deadline is None or time.monotonic() <= deadline):
             ep = queue.popleft()
             ref = actors[i].run.remote(ep, video_path_for(ep) is not None, cfg.episode_timeout_s)
             inflight[ref] = (i, ep, time.monotonic())

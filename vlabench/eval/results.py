@@ -16,7 +16,7 @@ results.json fields: schema_version, vlabench_version, git_sha (at the start of 
 resume under other code appends to git_shas), created, updated, suite {name, path, kind,
 manifest_hash, n_episodes, max_episodes}, policy {name, checkpoint, checkpoint_hash, options},
 renderer (actually used) and renderer_from (suite | flag | default), device, torch_version,
-pybullet_version, sim_version, env_kwargs, backend, workers, train_suite_allowed, complete, and
+pybullet_version, sim_version, env_kwargs, backend, workers, envs_per_worker, train_suite_allowed, complete, and
 the summary of vlabench.eval.metrics.summarize (cells, splits, overall, each with a Wilson interval).
 """
 

@@ -18,9 +18,9 @@ out between its slots, at least one each, oldest closed first): an env rebuilds 
 reset, so reuse is about skipping construction, not about state. Autoreset does not exist here: after
 ``done`` the slot waits for the next "reset".
 
-Images travel pickled inside the reply. Shared memory per slot was measured against that
-(benchmarks/ipc_images.py, results/PERFORMANCE.md): at 128 px the pipe costs about 1% of the env step
-it rides on, so the simpler path stays.
+Frames: given :class:`ImageBuffers`, a worker writes ``image`` and ``wrist_image`` into its slot's shared
+memory and sends None for them: pickled through the pipe they cost up to ~10% of the env step at 8+ slots
+per message, the buffers ~1% (results/PERFORMANCE.md, section 3c).
 
 Test-only fault injection: the environment variable ``VLABENCH_EVAL_FAULT`` = ``exit:SEED`` (the worker
 process dies with os._exit on the first step of that episode), ``hang:SEED`` (it sleeps forever there)
@@ -31,13 +31,16 @@ over as an argument; nothing else in vlabench reads it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import multiprocessing as mp
 import os
 import signal
+import socket
 import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
+from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -66,9 +69,7 @@ class EnvSlot:
     """The envs of one slot and the episode in flight (used by worker processes, Ray actors, benchmarks)."""
 
     def __init__(self, env_kwargs: dict, fault: tuple[str, int] | None = None, max_envs: int = MAX_ENVS) -> None:
-        self.env_kwargs = dict(env_kwargs)
-        self.fault = fault
-        self.max_envs = max_envs
+        self.env_kwargs, self.fault, self.max_envs = dict(env_kwargs), fault, max_envs
         self.envs: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self.env = None
         self.episode: dict | None = None
@@ -153,10 +154,84 @@ class EnvSlot:
         self.envs.clear()
 
 
-def worker_main(conn: Connection, env_kwargs: dict, fault: tuple[str, int] | None, n_slots: int = 1) -> None:
-    """Entry point of a worker process: serve "run" messages for its ``n_slots`` slots until "close" or EOF."""
+class ImageBuffers:
+    """Shared-memory frames of one worker's slots: per slot an ``image`` (F, F, 3) and a ``wrist_image``
+    (W, W, 3) uint8 array. The main process creates them (``name=None``) and unlinks them; the worker attaches
+    by ``spec()``. A slot's buffer is rewritten only while that slot serves a request, which the main process
+    sends after copying the frames into an ``act`` batch. Buffers of a killed process group are removed by
+    the next run's ``sweep_stale`` (named after this host and the creating PID)."""
+
+    PREFIX = f"vlabench_eval_{hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]}_"
+
+    def __init__(self, n_slots: int, front: int, wrist: int, name: str | None = None) -> None:
+        self.n_slots, self.front, self.wrist = n_slots, front, wrist
+        per = 3 * (front * front + wrist * wrist)
+        new = f"{self.PREFIX}{os.getpid()}_{os.urandom(4).hex()}"
+        # attaching registers the name again with the resource tracker the workers share with the main
+        # process; its registry is a set, so the creator's unlink is the one unregister
+        self.shm = shared_memory.SharedMemory(name=name or new, create=name is None, size=max(1, per * n_slots))
+        self.views = [(np.ndarray((front, front, 3), np.uint8, self.shm.buf, i * per),
+                       np.ndarray((wrist, wrist, 3), np.uint8, self.shm.buf, i * per + 3 * front * front))
+                      for i in range(n_slots)]
+
+    @classmethod
+    def sweep_stale(cls, folder: str = "/dev/shm") -> list[str]:
+        """Unlink the buffers of runs whose main process is gone; returns their names."""
+        gone = []
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            pid = name[len(cls.PREFIX):].split("_")[0]
+            if name.startswith(cls.PREFIX) and pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, name))
+                    gone.append(name)
+        return gone
+
+    def spec(self) -> tuple[int, int, int, str]:
+        return self.n_slots, self.front, self.wrist, self.shm.name
+
+    def put(self, local: int, obs: dict) -> dict:
+        """Worker side: write the frames that fit into slot ``local``'s buffer; ``obs`` with None for them."""
+        out = dict(obs)
+        for key, view in zip(("image", "wrist_image"), self.views[local]):
+            if getattr(obs.get(key), "shape", None) == view.shape:
+                view[...] = obs[key]
+                out[key] = None
+        return out
+
+    def get(self, local: int, obs: dict) -> dict:
+        """Main side: ``obs`` with the frames sent as None read from slot ``local``'s buffer (views, no copy)."""
+        out = dict(obs)
+        for key, view in zip(("image", "wrist_image"), self.views[local]):
+            if out.get(key) is None:
+                out[key] = view
+        return out
+
+    def close(self, unlink: bool = False) -> None:
+        self.views = []
+        with contextlib.suppress(Exception):
+            self.shm.close()
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                self.shm.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        pass
+    return True
+
+
+def worker_main(conn: Connection, env_kwargs: dict, fault: tuple[str, int] | None, n_slots: int = 1,
+                buffers: tuple[int, int, int, str] | None = None) -> None:
+    """Entry point of a worker process: serve "run" messages for its ``n_slots`` slots until "close" or EOF;
+    ``buffers`` is the ``ImageBuffers.spec()`` to send frames through (None: pickled in the reply)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     slots = [EnvSlot(env_kwargs, fault, max_envs=max(1, MAX_ENVS // n_slots)) for _ in range(n_slots)]
+    images = ImageBuffers(*buffers[:3], name=buffers[3]) if buffers else None
     try:
         while True:
             try:
@@ -165,10 +240,17 @@ def worker_main(conn: Connection, env_kwargs: dict, fault: tuple[str, int] | Non
                 break
             if msg[0] == "close":
                 break
-            conn.send([serve(slots[local], request) for local, request in msg[1]])
+            replies = [serve(slots[local], request) for local, request in msg[1]]
+            if images is not None:
+                for (local, _), reply in zip(msg[1], replies):
+                    if "obs" in reply:
+                        reply["obs"] = images.put(local, reply["obs"])
+            conn.send(replies)
     finally:
         for slot in slots:
             slot.close()
+        if images is not None:
+            images.close()
 
 
 def serve(slot: EnvSlot, request: tuple) -> dict:
@@ -196,8 +278,10 @@ class WorkerHandle:
     """The main process's end of one worker: start, talk, kill, restart."""
 
     def __init__(self, ctx: mp.context.BaseContext, index: int, env_kwargs: dict,
-                 fault: tuple[str, int] | None = None, n_slots: int = 1) -> None:
+                 fault: tuple[str, int] | None = None, n_slots: int = 1,
+                 buffers: tuple[int, int, int, str] | None = None) -> None:
         self.ctx, self.index, self.env_kwargs, self.fault, self.n_slots = ctx, index, env_kwargs, fault, n_slots
+        self.buffers = buffers
         self.proc: Any = None
         self.conn: Connection | None = None
         self.restarts = 0
@@ -205,7 +289,8 @@ class WorkerHandle:
 
     def start(self) -> None:
         parent, child = self.ctx.Pipe(duplex=True)
-        self.proc = self.ctx.Process(target=worker_main, args=(child, self.env_kwargs, self.fault, self.n_slots),
+        self.proc = self.ctx.Process(target=worker_main,
+                                     args=(child, self.env_kwargs, self.fault, self.n_slots, self.buffers),
                                      name=f"vlabench-eval-worker-{self.index}", daemon=True)
         self.proc.start()
         child.close()
@@ -215,9 +300,9 @@ class WorkerHandle:
         self.conn.send(msg)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.is_alive():
-            self.proc.kill()
         if self.proc is not None:
+            if self.proc.is_alive():
+                self.proc.kill()
             self.proc.join(10)
         if self.conn is not None:
             self.conn.close()
@@ -240,11 +325,9 @@ class WorkerHandle:
         return f"worker process exited with code {code}"
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self.conn.send(("close",))
             self.proc.join(10)
-        except (OSError, ValueError):
-            pass
         self.kill()
 
 

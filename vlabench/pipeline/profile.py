@@ -71,11 +71,13 @@ class TrainSettings:
 class EvalSettings:
     workers: int = 2
     envs_per_worker: int = 1
-    """Env slots per worker process (needs a harness that supports it; 1 = one env per worker)."""
+    """Env slots per worker process: workers x envs_per_worker episodes run at once, one batched act."""
     max_episodes: int = 0
     """Evaluate only the first N manifest episodes (0 = all)."""
     bf16: bool = False
     """bf16 autocast for learned policies (CUDA)."""
+    max_minutes: float = 0.0
+    """Per policy: stop starting episodes after this many minutes (0 = no limit); a rerun continues."""
 
 
 @dataclass

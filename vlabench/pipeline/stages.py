@@ -24,6 +24,9 @@ from vlabench.fileio import write_json_atomic
 from vlabench.pipeline.profile import ModelRun, Profile
 from vlabench.pipeline.state import Stage, file_hash, value_hash
 
+PROGRESS_EVERY_S = 300.0
+"""How often the train stage prints each running model's step when they train in parallel."""
+
 
 @dataclass
 class Context:
@@ -130,6 +133,17 @@ def _steps_done(run_dir: Path) -> int:
         return 0
 
 
+def _logged_step(run_dir: Path) -> int:
+    """The last step metrics.csv has a row for (0 before the first)."""
+    try:
+        with open(run_dir / "metrics.csv", "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            last = f.read().decode(errors="replace").strip().splitlines()[-1]
+        return int(last.split(",", 1)[0])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _train_inputs(ctx: Context, m: ModelRun, spec: dict) -> dict:
     inputs = {"data": data_identity(ctx, "train"), "recipe": file_hash(m.recipe),
               "overrides": value_hash({"model": m.model, "train": m.train})}
@@ -170,6 +184,7 @@ def train(ctx: Context) -> None:
         pending.append(_Job(m, st, inputs, steps))
     parallel = max(1, ctx.profile.train_settings.parallel)
     running: list[_Job] = []
+    last_note = time.monotonic()
     try:
         while pending or running:
             while pending and len(running) < parallel:
@@ -177,6 +192,10 @@ def train(ctx: Context) -> None:
                 _start(ctx, job, quiet=parallel > 1)
                 running.append(job)
             time.sleep(0.5)
+            if parallel > 1 and time.monotonic() - last_note > PROGRESS_EVERY_S:
+                last_note = time.monotonic()
+                ctx.log("train: " + ", ".join(f"{j.model.name} {_logged_step(ctx.train_dir(j.model.name))}/{j.steps}"
+                                              for j in running))
             for job in [j for j in running if j.proc.poll() is not None]:
                 running.remove(job)
                 _finish(ctx, job)
@@ -246,9 +265,8 @@ def evaluate(ctx: Context) -> None:
             continue
         cfg = EvalConfig(suite=Path(p.eval_suite), policy=spec, workers=p.eval.workers, device=p.device,
                          out=ctx.eval_dir(name), bf16=p.eval.bf16, max_episodes=p.eval.max_episodes,
-                         policy_option=options)
-        if hasattr(cfg, "envs_per_worker"):
-            cfg.envs_per_worker = p.eval.envs_per_worker
+                         policy_option=options, envs_per_worker=p.eval.envs_per_worker,
+                         max_minutes=p.eval.max_minutes)
         with st.running(inputs, {"workers": p.eval.workers, "envs_per_worker": p.eval.envs_per_worker,
                                  "max_episodes": p.eval.max_episodes, "options": options}) as run:
             res = run_eval(cfg)
