@@ -298,3 +298,17 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tiny, demo_dir, tmp_pa
     assert "interrupted; checkpoint at step" in last and "rerun with --resume" in last and "Traceback" not in err
     step = json.loads((out / "latest" / "trainer_state.json").read_text())["step"]
     assert 0 < step < 500 and f"step {step}/500" in last
+
+
+def test_resume_from_a_checkpoint_packed_without_optimizer_state(tiny, demo_dir, tmp_path):
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    loop.train("tiny", tiny.TinyConfig(), _cfg(steps=4, save_every=4), demo_dir, run)
+    (run / "latest" / "optimizer.pt").unlink()  # what vlabench.pipeline.pack brings back
+    with pytest.warns(UserWarning, match="no optimizer.pt; the optimizer's moments restart"):
+        loop.train("tiny", tiny.TinyConfig(), _cfg(steps=8), demo_dir, run, resume=True)
+    loop.train("tiny", tiny.TinyConfig(), _cfg(steps=8), demo_dir, ref)
+    lrs = {int(r["step"]): r["lr"] for r in read_metrics(run / "metrics.csv")}
+    ref_lrs = {int(r["step"]): r["lr"] for r in read_metrics(ref / "metrics.csv")}
+    # steps 1-4 ran under a 4-step schedule; after the resume the 8-step schedule continues at step 5
+    assert {k: v for k, v in lrs.items() if k > 4} == {k: v for k, v in ref_lrs.items() if k > 4}
+    assert json.loads((run / "latest" / "trainer_state.json").read_text())["step"] == 8

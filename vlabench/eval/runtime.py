@@ -24,7 +24,8 @@ def policy_options(items: list[str]) -> dict[str, str]:
 
 
 def act_context(device: str, bf16: bool, use_torch: bool) -> Callable[[], Any]:
-    """Factory of the context every ``policy.act`` runs in: inference mode (+ bf16 autocast)."""
+    """Factory of the context every ``policy.act`` runs in: inference mode, plus bf16 autocast on CUDA
+    (``bf16`` is ignored on a CPU, as in training: CPU autocast is slower and some kernels lack bf16)."""
     if not use_torch:
         return contextlib.nullcontext
 
@@ -33,7 +34,7 @@ def act_context(device: str, bf16: bool, use_torch: bool) -> Callable[[], Any]:
 
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        if bf16:
+        if bf16 and torch.device(device).type == "cuda":
             stack.enter_context(torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16))
         return stack
 

@@ -5,9 +5,10 @@ unpacking them into a pipeline directory so that a later window (or this machine
 
 * ``results.tar.gz``: stage files, eval runs (results.json, episodes.jsonl), probe JSONs, the report,
   training metrics -- everything but data and checkpoints;
-* ``checkpoints.tar.partNN``: the trained models' ``latest/`` checkpoints (optimizer state included, so
-  training can resume), split into parts of at most ``part_mib``; models whose checkpoint would not fit
-  in ``max_mib`` in all are left out and listed in ``pack.json``;
+* ``checkpoints.tar.partNN``: the trained models' ``latest/`` checkpoints without the optimizer state
+  (what evaluation and the probe need; a training run continued in a later window restarts its
+  optimizer), split into parts of at most ``part_mib``; models whose checkpoint would not fit in
+  ``max_mib`` in all are left out and listed in ``pack.json``;
 * ``pack.json``: what is in which file.
 
 Data is never packed: collection is seeded, so a later window recollects the same demos.
@@ -39,7 +40,8 @@ def _checkpoint_files(ctx: Context, model: str) -> list[Path]:
     from vlabench.models.checkpoint import resolve_checkpoint_dir
 
     try:
-        return sorted(f for f in resolve_checkpoint_dir(ctx.train_dir(model)).iterdir() if f.is_file())
+        return sorted(f for f in resolve_checkpoint_dir(ctx.train_dir(model)).iterdir()
+                      if f.is_file() and f.name != "optimizer.pt")
     except FileNotFoundError:
         return []
 

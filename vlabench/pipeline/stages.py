@@ -250,6 +250,7 @@ def evaluate(ctx: Context) -> None:
 
     p = ctx.profile
     suite = load_suite(p.eval_suite)
+    failed = []
     for name in ctx.selected(p.policies):
         spec = _policy_spec(ctx, name)
         if spec is None:
@@ -267,13 +268,21 @@ def evaluate(ctx: Context) -> None:
                          out=ctx.eval_dir(name), bf16=p.eval.bf16, max_episodes=p.eval.max_episodes,
                          policy_option=options, envs_per_worker=p.eval.envs_per_worker,
                          max_minutes=p.eval.max_minutes)
-        with st.running(inputs, {"workers": p.eval.workers, "envs_per_worker": p.eval.envs_per_worker,
-                                 "max_episodes": p.eval.max_episodes, "options": options}) as run:
-            res = run_eval(cfg)
-            wanted = min(p.eval.max_episodes or len(suite.episodes), len(suite.episodes))
-            run["outputs"] = {"n": res["overall"]["n"], "successes": res["overall"]["successes"],
-                              "rate": res["overall"]["rate"], "errors": res["overall"]["errors"]}
-            run["status"] = "done" if res["overall"]["n"] >= wanted else "partial"
+        try:
+            with st.running(inputs, {"workers": p.eval.workers, "envs_per_worker": p.eval.envs_per_worker,
+                                     "max_episodes": p.eval.max_episodes, "max_minutes": p.eval.max_minutes,
+                                     "options": options}) as run:
+                res = run_eval(cfg)
+                wanted = min(p.eval.max_episodes or len(suite.episodes), len(suite.episodes))
+                run["outputs"] = {"n": res["overall"]["n"], "successes": res["overall"]["successes"],
+                                  "rate": res["overall"]["rate"], "errors": res["overall"]["errors"]}
+                run["status"] = "done" if res["overall"]["n"] >= wanted else "partial"
+        except RuntimeError as e:  # e.g. every episode errored: the other policies still run
+            ctx.log(f"eval:{name}: FAILED: {e}")
+            failed.append(name)
+    if failed:
+        raise RuntimeError(f"evaluation failed for {', '.join(failed)} (see the lines above); the other policies "
+                           "are recorded")
 
 
 def probe(ctx: Context) -> None:

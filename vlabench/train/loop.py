@@ -156,9 +156,14 @@ class Trainer:
     def _restore(self, resume_dir: Path) -> dict | None:
         """Optimizer, scheduler, EMA and step from ``resume_dir``; returns this rank's RNG states (None when
         the world size changed)."""
-        state = ckpt.load_training_state(resume_dir)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        try:
+            state = ckpt.load_training_state(resume_dir)
+        except FileNotFoundError:  # a checkpoint packed without it (vlabench.pipeline.pack): weights only
+            warnings.warn(f"{resume_dir} has no optimizer.pt; the optimizer's moments restart")
+            state = {"ema": None}
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             shadow = load_ema_tensors(resume_dir)
             if shadow is not None and state.get("ema"):
@@ -167,6 +172,11 @@ class Trainer:
                 warnings.warn(f"{resume_dir} has no EMA state; the EMA restarts from the current weights")
         ts = json.loads((resume_dir / "trainer_state.json").read_text())
         self.step = int(ts["step"])
+        if "optimizer" not in state:  # put the lr schedule where it was
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+                for _ in range(self.step):
+                    self.scheduler.step()
         if ts.get("world_size", 1) == self.world and len(ts.get("rng", [])) == self.world:
             return ts["rng"][self.rank]
         warnings.warn(f"resuming with world size {self.world} (checkpoint: {ts.get('world_size')}); "

@@ -222,6 +222,7 @@ class GoalImageModel(nn.Module):
         return x
 
     def _from_unit(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = x.float()  # the VAE decodes in bf16 under autocast; antialiased resizing wants float32
         if x.shape[-2:] != size:
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         return goal_vae.unit_to_uint8(x)
