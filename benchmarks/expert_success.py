@@ -19,7 +19,6 @@ import argparse
 import multiprocessing as mp
 import os
 import sys
-import tempfile
 import time
 from collections import defaultdict
 
@@ -95,15 +94,6 @@ def table(results: list[dict], min_rate: float) -> tuple[str, bool]:
     return "\n".join(lines), ok
 
 
-def write_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--suite", default="envs/emergent.toml", help="suite file whose cells are measured")
@@ -150,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"FAIL {r['task']}:{r['split']} seed {r['seed']} {r['instruction']!r} "
                       f"{r['error'] or r['diagnostics']}")
     if args.out:
-        write_atomic(args.out, header + text + "\n")
+        from vlabench.fileio import write_text_atomic
+
+        write_text_atomic(args.out, header + text + "\n")
     return 0 if ok else 1
 
 

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "vlabench"
 FLOORS: list[tuple[str, ...]] = [
-    ("contracts", "fileio", "devices"),
+    ("contracts", "fileio", "devices", "processes"),
     ("models",),
     ("language",),
     ("sim",),

@@ -114,6 +114,9 @@ def test_out_of_range_action_is_clipped_and_reported():
     (dict(task="push", split="unseen_objects"), "task 'push' has no split 'unseen_objects'; its splits: seen"),
     (dict(task="pick", renderer="opengl"), "unknown renderer 'opengl'; valid: tiny, egl"),
     (dict(task="pick", image_size=4), "image_size must be an int in"),
+    (dict(task="pick", max_steps=-3), "max_steps must be a positive int or None"),
+    (dict(task="pick", max_steps=0), "max_steps must be a positive int or None"),
+    (dict(task="pick", max_steps=2.5), "max_steps must be a positive int or None"),
 ])
 def test_bad_options_list_valid_ones(kwargs, match):
     with pytest.raises(ValueError, match=match):

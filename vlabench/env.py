@@ -1,7 +1,7 @@
 """TabletopEnv: the Gymnasium environment. ``import vlabench`` registers its ids, ``vlabench/<GymId>-v0``
 (one per task family, see ``vlabench.tasks.registry``), with this class as a string entry point.
 
-Contract (DESIGN.md):
+Contract (shared shapes and constants in ``vlabench.contracts``):
 - ``reset(seed=s)``: the same seed gives the same scene, instruction and images. The scene is sampled
   from ``np.random.default_rng(seed)`` only, and the physics client is rebuilt from scratch.
 - Observation: ``image`` (H, W, 3) uint8 front camera, ``wrist_image`` (h, w, 3) uint8, ``state`` (8,)
@@ -148,6 +148,9 @@ class TabletopEnv(gym.Env):
         for name, size in (("image_size", image_size), ("wrist_size", wrist_size)):
             if not isinstance(size, (int, np.integer)) or not 16 <= size <= MAX_IMAGE_SIZE:
                 raise ValueError(f"{name} must be an int in [16, {MAX_IMAGE_SIZE}], got {size!r}")
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
+                                      or max_steps < 1):
+            raise ValueError(f"max_steps must be a positive int or None (the task's own), got {max_steps!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"unknown render_mode {render_mode!r}; valid: rgb_array, None")
         self.kwargs = dict(task=task, split=split, image_size=image_size, wrist_size=wrist_size, renderer=renderer,
@@ -192,7 +195,7 @@ class TabletopEnv(gym.Env):
         self.world.build(self.scene.background)
         for obj in self.scene.objects:
             obj.body = spawn(obj.spec, obj.xy, obj.yaw, self.world.client)
-        self.world.step(C.SETTLE_STEPS)
+        self.world.settle([o.body for o in self.scene.objects])
         self.initial_z = {o.body: p.getBasePositionAndOrientation(o.body, physicsClientId=self.world.client)[0][2]
                           for o in self.scene.objects}
         self.steps = 0
@@ -255,14 +258,16 @@ class TabletopEnv(gym.Env):
     def _front(self, depth: bool = False, seg: bool = False) -> camera.Frame:
         bg = self.scene.background
         return camera.render(self.world.client, self.image_size, camera.front_view(), self.front_fov,
-                             self.world.render_flag, depth, seg, bg.light_dir, bg.light_color)
+                             self.world.render_flag, depth, seg, bg.light_dir, bg.light_color,
+                             self.world.scenery, cache=True)
 
     def _obs(self) -> dict[str, Any]:
         front = self._front(self.depth, self.segmentation)
         hand = p.getLinkState(self.world.robot.body, 8, computeForwardKinematics=True, physicsClientId=self.world.client)
         bg = self.scene.background
         wrist = camera.render(self.world.client, self.wrist_size, camera.wrist_view(np.array(hand[4]), np.array(hand[5])),
-                              camera.WRIST_FOV, self.world.render_flag, False, False, bg.light_dir, bg.light_color)
+                              camera.WRIST_FOV, self.world.render_flag, False, False, bg.light_dir, bg.light_color,
+                              self.world.scenery)
         obs = {"image": front.rgb, "wrist_image": wrist.rgb, "state": self.world.robot.state(),
                "instruction": self.scene.instruction}
         if self.depth:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vlabench.language import CATEGORY_PHRASES, NUMBER_WORDS, SPLITS, TEMPLATES, get_split
+from vlabench.language import CATEGORY_PHRASES, NUMBER_WORDS, TEMPLATES, get_split
 from vlabench.sim.camera import project_to_front
 from vlabench.sim.library import CATALOG, HELD_OUT_COLOR_SHAPES, HELD_OUT_OBJECTS, volume
 from vlabench.sim.pads import HELD_OUT_SYMBOLS, SEEN_SYMBOLS, symbol_phrase

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlabench.processes import exit_reason
 from vlabench.suite import Episode
 
 FAULT_ENV = "VLABENCH_COLLECT_FAULT"
@@ -201,16 +202,7 @@ class WorkerHandle:
         self.alive = False
 
     def exit_reason(self) -> str:
-        self.proc.join(2)
-        code = self.proc.exitcode
-        if code is None:
-            return "stopped answering"
-        if code < 0:
-            try:
-                return f"was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"was killed by signal {-code}"
-        return f"exited with code {code}"
+        return exit_reason(self.proc)
 
     def request_close(self) -> None:
         if self.alive and self.proc.is_alive():

@@ -48,6 +48,7 @@ import numpy as np
 
 from vlabench.contracts import ACTION_DIM, new_record
 from vlabench.env import make_env
+from vlabench.processes import exit_reason
 
 FAULT_ENV = "VLABENCH_EVAL_FAULT"
 MAX_ENVS = 4
@@ -313,16 +314,7 @@ class WorkerHandle:
         self.start()
 
     def exit_reason(self) -> str:
-        self.proc.join(2)
-        code = self.proc.exitcode
-        if code is None:
-            return "worker process stopped answering"
-        if code < 0:
-            try:
-                return f"worker process killed by signal {signal.Signals(-code).name}"
-            except ValueError:
-                return f"worker process killed by signal {-code}"
-        return f"worker process exited with code {code}"
+        return f"worker process {exit_reason(self.proc)}"
 
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):

@@ -16,7 +16,10 @@ import pybullet as p
 import pybullet_data
 
 from vlabench.sim.colors import rgba
+from vlabench.sim.meshes import lowpoly_urdf
 
+OBJECT_TRIANGLES = 300
+"""Most triangles a mesh object's visual is drawn with (see vlabench.sim.meshes)."""
 _SHAPES = {"box": p.GEOM_BOX, "cylinder": p.GEOM_CYLINDER, "sphere": p.GEOM_SPHERE, "capsule": p.GEOM_CAPSULE}
 
 
@@ -105,7 +108,10 @@ def spawn(spec: ObjectSpec, xy: tuple[float, float], yaw: float, client: int, z:
     """Create ``spec`` with its footprint centre at ``xy`` resting at height ``z``; returns the body id."""
     orn = p.getQuaternionFromEuler((0.0, 0.0, yaw))
     if spec.urdf is not None:
-        body = p.loadURDF(os.path.join(data_path(), spec.urdf), (0, 0, 2.0), orn, globalScaling=spec.scale, physicsClientId=client)
+        # Drawn with visual meshes simplified to OBJECT_TRIANGLES (pybullet_data's soccer ball has 9,048);
+        # the collision shapes, and so physics, are the URDF's own.
+        urdf = lowpoly_urdf(os.path.join(data_path(), spec.urdf), OBJECT_TRIANGLES)
+        body = p.loadURDF(urdf, (0, 0, 2.0), orn, globalScaling=spec.scale, physicsClientId=client)
         lo, hi = p.getAABB(body, physicsClientId=client)
         base, _ = p.getBasePositionAndOrientation(body, physicsClientId=client)
         # Put the AABB's bottom on the table and its centre on xy.

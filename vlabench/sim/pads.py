@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 
 import numpy as np
 
+from vlabench.fileio import write_bytes_atomic
 from vlabench.language import NUMBER_WORDS
 from vlabench.sim.objects import ObjectSpec
 
@@ -76,13 +76,6 @@ def cache_dir() -> str:
     """Where pad assets live (created on demand)."""
     root = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
     return os.path.join(root, "vlabench", "pads")
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 # -- drawing --------------------------------------------------------------------------------------
@@ -219,11 +212,11 @@ def ensure_assets(symbol: str) -> str:
     buf = io.BytesIO()
     draw_symbol(symbol).save(buf, format="PNG")
     # The URDF is written last: its existence means the whole set is complete.
-    _atomic_write(os.path.join(folder, stem + ".png"), buf.getvalue())
-    _atomic_write(os.path.join(folder, stem + ".mtl"),
+    write_bytes_atomic(os.path.join(folder, stem + ".png"), buf.getvalue())
+    write_bytes_atomic(os.path.join(folder, stem + ".mtl"),
                   f"newmtl pad\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nmap_Kd {stem}.png\n".encode())
-    _atomic_write(os.path.join(folder, stem + ".obj"), _obj_text(stem + ".mtl").encode())
-    _atomic_write(urdf, _urdf_text(stem).encode())
+    write_bytes_atomic(os.path.join(folder, stem + ".obj"), _obj_text(stem + ".mtl").encode())
+    write_bytes_atomic(urdf, _urdf_text(stem).encode())
     return urdf
 
 

@@ -1,26 +1,31 @@
 """Franka Panda from pybullet_data with delta end-effector IK control and a parallel gripper.
 
-For rendering speed the arm is loaded from a copy of pybullet_data's URDF whose visual meshes are the
-(low-poly) collision meshes: TinyRenderer cost is dominated by triangle count, and the full visual
-meshes (~300k lines of OBJ) make a 128x128 frame ~4x slower. Physics is unchanged.
+For rendering speed the arm is drawn with simplified collision meshes: pybullet_data's visual meshes
+(~300k lines of OBJ) make a 128x128 TinyRenderer frame ~4x slower, and even the collision meshes (3,440
+triangles) cost more per frame than the pixels the arm covers. Each link is drawn as the convex hull
+of its collision mesh (what Bullet collides with) simplified to ``PANDA_LINK_TRIANGLES`` triangles, 424
+in all (``vlabench.sim.meshes``). The collision shapes are pybullet_data's, read from files that list
+only their convex hull's vertices: the same solids Bullet builds from the original files (which repeat
+every vertex once per face), loaded in a third of the time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 
 import numpy as np
 import pybullet as p
 
 from vlabench.sim import constants as C
+from vlabench.sim.meshes import lowpoly_urdf as lowpoly_render_urdf
 from vlabench.sim.objects import data_path
 
 ARM_JOINTS = list(range(7))
 FINGER_JOINTS = (9, 10)
 EE_LINK = 11  # panda_grasptarget: between the fingertips
 HAND_LINK = 8
+PANDA_LINK_TRIANGLES = 40
+"""Triangles each drawn Panda link is simplified to (the fingers have 32 already)."""
 HOME_EE = (0.45, 0.0, 0.30)
 """End-effector position at reset (gripper pointing down, open)."""
 DOWN = (np.pi, 0.0, 0.0)
@@ -31,19 +36,10 @@ _RANGES = [h - l for l, h in zip(_LOW, _HIGH)]
 
 
 def lowpoly_urdf() -> str:
-    """Path of the low-poly Panda URDF, written once per user into a cache directory."""
-    src_path = os.path.join(data_path(), "franka_panda", "panda.urdf")
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "vlabench")
-    dst = os.path.join(cache, f"panda_lowpoly_{hashlib.md5(src_path.encode()).hexdigest()[:10]}.urdf")
-    if not os.path.exists(dst):
-        text = open(src_path).read().replace("package://meshes/visual/", "package://meshes/collision/")
-        text = text.replace("package://meshes/", os.path.join(data_path(), "franka_panda", "meshes") + "/")
-        os.makedirs(cache, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, dst)
-    return dst
+    """Path of the Panda URDF whose visuals are simplified collision meshes (cached; see vlabench.sim.meshes)."""
+    src = os.path.join(data_path(), "franka_panda", "panda.urdf")
+    return lowpoly_render_urdf(src, PANDA_LINK_TRIANGLES, ("package://meshes/visual/", "package://meshes/collision/"),
+                               hull=True)
 
 
 class Panda:

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pybullet as p
 
+from vlabench.fileio import atomic_path
 from vlabench.sim import constants as C
+from vlabench.sim.camera import FAR, NEAR
 from vlabench.sim.robot import Panda
+from vlabench.sim.scenery import Box, Scenery
 
 RENDERERS = ("tiny", "egl")
+BACKDROP_CENTER = (-0.6, 0.0, 0.5)
+BACKDROP_HALF_EXTENTS = (0.01, 1.3, 0.9)
+"""A backdrop behind the robot, so the cameras never look into the void; sized to the front view."""
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,8 @@ def _texture_file(kind: str, rgba: tuple) -> str:
     else:
         raise ValueError(f"unknown texture {kind!r}; known: checker, stripes, dots, grain")
     os.makedirs(cache, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".png")
-    os.close(fd)
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        img.save(tmp, format="PNG")
     return path
 
 
@@ -98,39 +101,65 @@ class World:
         self.render_flag = p.ER_BULLET_HARDWARE_OPENGL if self.renderer == "egl" else p.ER_TINY_RENDERER
         self.robot: Panda | None = None
         self.background: Background | None = None
-        self._textures: dict[str, int] = {}
+        self._sceneries: dict = {}
+        self.scenery: Scenery | None = None
 
     def build(self, background: Background) -> None:
         """Clear everything and rebuild table, floor and robot. Rebuilding on every reset keeps resets
         bit-identical (body ids, contact ordering and solver state all start fresh)."""
         c = self.client
         p.resetSimulation(physicsClientId=c)
-        self._textures.clear()  # texture ids do not survive resetSimulation
-        p.setPhysicsEngineParameter(fixedTimeStep=1.0 / C.PHYSICS_HZ, numSolverIterations=60,
+        p.setPhysicsEngineParameter(fixedTimeStep=1.0 / C.PHYSICS_HZ, numSolverIterations=C.SOLVER_ITERATIONS,
                                     deterministicOverlappingPairs=1, physicsClientId=c)
         p.setGravity(0, 0, -9.81, physicsClientId=c)
         hx, hy, hz = C.TABLE_HALF_EXTENTS
+        # The table has a collision box but no visual, and the backdrop behind the robot is an empty body
+        # (it keeps its body id, 1): both are drawn by ray casting (vlabench.sim.scenery), which costs a
+        # fraction of TinyRenderer shading the pixels they cover, i.e. every pixel of both cameras.
         table = p.createMultiBody(
-            0, p.createCollisionShape(p.GEOM_BOX, halfExtents=(hx, hy, hz), physicsClientId=c),
-            p.createVisualShape(p.GEOM_BOX, halfExtents=(hx, hy, hz), rgbaColor=background.table_rgba,
-                                physicsClientId=c),
+            0, p.createCollisionShape(p.GEOM_BOX, halfExtents=(hx, hy, hz), physicsClientId=c), -1,
             (C.TABLE_CENTER_X, 0, -hz), physicsClientId=c)
         p.changeDynamics(table, -1, lateralFriction=0.8, physicsClientId=c)
-        if background.texture:
-            tex = p.loadTexture(_texture_file(background.texture, background.table_rgba), physicsClientId=c)
-            p.changeVisualShape(table, -1, textureUniqueId=tex, rgbaColor=(1, 1, 1, 1), physicsClientId=c)
-        # A backdrop behind the robot, so the camera never looks into the void. There is no floor: the
-        # table hides it from both cameras, and TinyRenderer pays for every covered pixel even when it
-        # is occluded (a 6 m floor cost ~23% of each observation). The backdrop is sized to the view.
-        p.createMultiBody(0, -1, p.createVisualShape(p.GEOM_BOX, halfExtents=(0.01, 1.3, 0.9),
-                                                     rgbaColor=background.floor_rgba, physicsClientId=c),
-                          (-0.6, 0, 0.5), physicsClientId=c)
+        # pybullet draws a body without a visual with its collision shape; a zero alpha hides it (TinyRenderer
+        # skips such shapes before any per-triangle work).
+        p.changeVisualShape(table, -1, rgbaColor=(1, 1, 1, 0), physicsClientId=c)
+        backdrop = p.createMultiBody(0, -1, -1, BACKDROP_CENTER, physicsClientId=c)
         self.table = table
         self.background = background
+        self.scenery = self._scenery(background, table, backdrop)
         self.robot = Panda(c)
 
+    def _scenery(self, background: Background, table: int, backdrop: int) -> Scenery:
+        """The ray-cast table and backdrop for ``background``, kept across resets with their image caches."""
+        key = (background, table, backdrop)
+        if key not in self._sceneries:
+            hx, hy, hz = C.TABLE_HALF_EXTENTS
+            tex = None
+            if background.texture:
+                from PIL import Image
+
+                tex = np.asarray(Image.open(_texture_file(background.texture, background.table_rgba)).convert("RGB"))
+            boxes = [Box(table, (C.TABLE_CENTER_X, 0.0, -hz), (hx, hy, hz),
+                         (1.0, 1.0, 1.0, 1.0) if tex is not None else background.table_rgba, tex),
+                     Box(backdrop, BACKDROP_CENTER, BACKDROP_HALF_EXTENTS, background.floor_rgba)]
+            self._sceneries[key] = Scenery(boxes, background.light_dir, background.light_color, NEAR, FAR)
+        return self._sceneries[key]
+
+    def settle(self, bodies: list[int]) -> None:
+        """Let freshly spawned ``bodies`` come to rest (SETTLE_STEPS substeps), then put them to sleep.
+
+        A sleeping body costs the solver nothing until something touches it: Bullet wakes it, and
+        everything it touches, on contact. Objects nobody touches (distractors, mostly) then stop costing
+        physics time. Sleep is otherwise reserved for bodies that stay nearly still (SLEEP_THRESHOLD) for
+        Bullet's 2 s, so a rolling or sliding object is never frozen."""
+        self.step(C.SETTLE_STEPS)
+        for b in bodies:
+            p.changeDynamics(b, -1, activationState=p.ACTIVATION_STATE_ENABLE_SLEEPING,
+                             sleepThreshold=C.SLEEP_THRESHOLD, physicsClientId=self.client)
+            p.changeDynamics(b, -1, activationState=p.ACTIVATION_STATE_SLEEP, physicsClientId=self.client)
+
     def step(self, substeps: int = C.SUBSTEPS) -> None:
-        """Advance physics by ``substeps`` x 1/240 s."""
+        """Advance physics by ``substeps`` x 1 / PHYSICS_HZ s."""
         for _ in range(substeps):
             p.stepSimulation(physicsClientId=self.client)
 
