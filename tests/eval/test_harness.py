@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from eval_suites import write_suite
 from vlabench.eval.harness import EvalConfig, run
 from vlabench.eval.results import ResumeError
 from vlabench.eval.workers import FAULT_ENV
@@ -27,17 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 PROVENANCE = ("schema_version", "vlabench_version", "git_sha", "created", "suite", "policy", "renderer", "device",
               "torch_version", "pybullet_version", "cells", "splits", "overall")
 SEED0 = 1_000_000
-
-
-def write_suite(path: Path, cells: dict[str, list[str]], per_cell: int = 1, max_steps: int = 30,
-                seed0: int = SEED0, name: str = "unit") -> Path:
-    lines = [f'name = "{name}"', 'kind = "eval"', f"seed_range = [{seed0}, {seed0 + 100}]",
-             f"episodes_per_cell = {per_cell}", "[env]", "image_size = 64", "wrist_size = 64",
-             f"max_steps = {max_steps}"]
-    for task, splits in cells.items():
-        lines += ["[[cells]]", f'task = "{task}"', f"splits = {json.dumps(splits)}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -174,6 +164,26 @@ def test_crashing_or_hanging_worker_is_recorded_as_error(tmp_path, monkeypatch, 
     assert by_seed[SEED0 + 1]["status"] == "error" and needle in by_seed[SEED0 + 1]["error"]
     assert by_seed[SEED0]["status"] == by_seed[SEED0 + 2]["status"] == "ok"
     assert res["overall"]["errors"] == 1 and res["overall"]["n"] == 3
+
+
+def test_retry_errors_reruns_only_the_errored_episodes_and_keeps_their_records(tmp_path, monkeypatch) -> None:
+    suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"]}, per_cell=3, max_steps=3)
+    out = tmp_path / "out"
+    monkeypatch.setenv(FAULT_ENV, f"raise:{SEED0 + 1}")
+    run(EvalConfig(suite=suite, policy="noop", workers=1, out=out))
+    first = read_jsonl(out / "episodes.jsonl")
+    assert [r["status"] for r in sorted(first, key=lambda r: r["seed"])] == ["ok", "error", "ok"]
+    monkeypatch.delenv(FAULT_ENV)
+    res = run(EvalConfig(suite=suite, policy="noop", workers=1, out=out))  # a plain resume: nothing to do
+    assert read_jsonl(out / "episodes.jsonl") == first and res["overall"]["errors"] == 1
+    res = run(EvalConfig(suite=suite, policy="noop", workers=1, out=out, retry_errors=True))
+    recs = read_jsonl(out / "episodes.jsonl")
+    assert sorted(r["seed"] for r in recs) == [SEED0, SEED0 + 1, SEED0 + 2]
+    assert all(r["status"] == "ok" for r in recs) and res["overall"]["errors"] == 0 and res["overall"]["n"] == 3
+    assert [r for r in recs if r["seed"] != SEED0 + 1] == [r for r in first if r["seed"] != SEED0 + 1]
+    retried = read_jsonl(out / "errors_retried.jsonl")
+    assert [(r["seed"], r["status"]) for r in retried] == [(SEED0 + 1, "error")]
+    assert "injected fault" in retried[0]["error"]
 
 
 def test_resume_after_kill(tmp_path) -> None:

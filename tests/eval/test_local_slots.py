@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from eval_suites import write_suite as write_eval_suite
 from vlabench.eval.harness import EvalConfig, run
 from vlabench.eval.workers import FAULT_ENV
 from vlabench.policy import RandomPolicy
@@ -23,13 +24,7 @@ SEED0 = 1_200_000
 
 
 def write_suite(path: Path, cells: dict[str, list[str]], per_cell: int, max_steps: int) -> Path:
-    lines = ['name = "slots"', 'kind = "eval"', f"seed_range = [{SEED0}, {SEED0 + 100}]",
-             f"episodes_per_cell = {per_cell}", "[env]", "image_size = 64", "wrist_size = 64",
-             f"max_steps = {max_steps}"]
-    for task, splits in cells.items():
-        lines += ["[[cells]]", f'task = "{task}"', f"splits = {json.dumps(splits)}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_eval_suite(path, cells, per_cell, max_steps, seed0=SEED0, name="slots")
 
 
 def records(out: Path) -> dict[tuple, dict]:
@@ -257,8 +252,9 @@ def test_buffers_of_a_killed_run_are_swept_by_the_next(tmp_path) -> None:
     mine = f"{ImageBuffers.PREFIX}{proc.pid}_"
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (out / "episodes.jsonl").is_file():
-            time.sleep(0.1)
+        log = out / "episodes.jsonl"
+        while time.monotonic() < deadline and not (log.is_file() and log.read_text().strip()):
+            time.sleep(0.1)  # an episode has ended: the workers' frame buffers exist
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -36,6 +36,9 @@ def _views():
         pos = np.array([rng.uniform(0.3, 0.7), rng.uniform(-0.3, 0.3), rng.uniform(0.003, 0.5)])
         orn = p.getQuaternionFromEuler((np.pi + rng.uniform(-1.2, 1.2), rng.uniform(-1.2, 1.2), rng.uniform(-3, 3)))
         out.append((camera.wrist_view(pos, np.array(orn)), camera.WRIST_FOV))
+    # Looking level, just above the table top: one row of rays runs parallel to it (inf/NaN hit coordinates,
+    # which once crashed the textured lookup during a random-policy episode).
+    out.append((p.computeViewMatrix((0.47, 0.24, 0.0115), (0.28, -0.37, 0.0115), (0, 0, 1)), camera.WRIST_FOV))
     return out
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlabench.data.layout import CorruptShardError, EpisodeKey, read_lowdim
+from vlabench.data.layout import CorruptShardError, EpisodeKey, read_lowdim_by_shard
 from vlabench.data.manifest import (
     dir_lock,
     episode_key,
@@ -119,21 +118,9 @@ class DemoDataset(Dataset):
         return out
 
     def _load_lowdim(self, chosen: list[dict], skip_bad: bool) -> list[dict]:
-        by_file: dict[str, list[dict]] = {}
-        for ep in chosen:
-            by_file.setdefault(ep["file"], []).append(ep)
-        bad: set[str] = set()
-        for file, eps in by_file.items():
-            try:
-                arrays = read_lowdim(self.root / file, [ep["demo"] for ep in eps])
-            except CorruptShardError as e:
-                if not skip_bad:
-                    raise
-                warnings.warn(f"skipping {e}", stacklevel=3)
-                bad.add(file)
-                continue
-            for ep, (state, actions) in zip(eps, arrays):
-                ep["state"], ep["actions"] = state.astype(np.float32), actions.astype(np.float32)
+        bad: list[str] = []
+        for ep, state, actions in read_lowdim_by_shard(self.root, chosen, skip_bad, bad):
+            ep["state"], ep["actions"] = state.astype(np.float32), actions.astype(np.float32)
         return [ep for ep in chosen if ep["file"] not in bad]
 
     # ---- public API -------------------------------------------------------------------------

@@ -9,6 +9,8 @@ exporters import it, and it imports none of them, so imports flow one way
 from __future__ import annotations
 
 import hashlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -40,6 +42,7 @@ __all__ = [
     "EpisodeKey",
     "file_sha256",
     "read_lowdim",
+    "read_lowdim_by_shard",
 ]
 
 
@@ -69,3 +72,24 @@ def read_lowdim(path: Path | str, demos: list[str]) -> list[tuple[np.ndarray, np
             return [(f["data"][d]["obs/state"][()], f["data"][d]["actions"][()]) for d in demos]
     except (OSError, KeyError, ValueError) as e:
         raise CorruptShardError(path, f"{type(e).__name__}: {e}") from e
+
+
+def read_lowdim_by_shard(root: Path, episodes: list[dict], skip_bad: bool,
+                         skipped: list[str]) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
+    """(episode, state, actions) for manifest ``episodes`` (each with ``file`` and ``demo``), one shard
+    open at a time. A corrupt shard raises CorruptShardError, or with ``skip_bad`` is warned about, its
+    file appended to ``skipped``, and its episodes left out."""
+    by_file: dict[str, list[dict]] = {}
+    for ep in episodes:
+        by_file.setdefault(ep["file"], []).append(ep)
+    for file, eps in by_file.items():
+        try:
+            arrays = read_lowdim(Path(root) / file, [ep["demo"] for ep in eps])
+        except CorruptShardError as e:
+            if not skip_bad:
+                raise
+            warnings.warn(f"skipping {e}", stacklevel=3)
+            skipped.append(file)
+            continue
+        for ep, (state, actions) in zip(eps, arrays):
+            yield ep, state, actions

@@ -19,12 +19,11 @@ under "stats_hash" the dataset hash that stats.json was computed for.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from vlabench.data.layout import ACTION_DIM, STATE_DIM, CorruptShardError, read_lowdim
+from vlabench.data.layout import ACTION_DIM, STATE_DIM, read_lowdim_by_shard
 from vlabench.data.manifest import dir_lock, manifest_episodes, set_stats_hash
 from vlabench.fileio import write_json_atomic
 
@@ -81,22 +80,9 @@ def compute_stats(root: Path | str, manifest: dict, skip_bad: bool = False) -> d
 
 def _compute(root: Path, manifest: dict, skip_bad: bool) -> tuple[dict, list[str]]:
     """(stats, files left out because unreadable)."""
-    acc = StatsAccumulator()
-    by_file: dict[str, list[str]] = {}
-    for ep in manifest_episodes(manifest):
-        by_file.setdefault(ep["file"], []).append(ep["demo"])
-    skipped = []
-    for file, demos in by_file.items():
-        try:
-            lowdim = read_lowdim(root / file, demos)
-        except CorruptShardError as e:
-            if not skip_bad:
-                raise
-            warnings.warn(f"skipping {e}", stacklevel=3)
-            skipped.append(file)
-            continue
-        for state, actions in lowdim:
-            acc.update(actions, state)
+    acc, skipped = StatsAccumulator(), []
+    for _, state, actions in read_lowdim_by_shard(root, manifest_episodes(manifest), skip_bad, skipped):
+        acc.update(actions, state)
     return acc.result(), skipped
 
 

@@ -76,6 +76,9 @@ class EvalConfig:
     policy_option: list[str] = field(default_factory=list)
     """inference options of a learned policy as KEY=VALUE, e.g. decode=mean for RT-1's expected-value
     decoding; recorded in results.json, and a resume must use the same ones"""
+    retry_errors: bool = False
+    """on resume, run again the episodes that ended in an error (their records move to errors_retried.jsonl);
+    without it a resume counts them as finished"""
     allow_train_suite: bool = False
     """evaluate on a train suite (demo seeds) anyway; recorded in results.json as train_suite_allowed"""
     max_minutes: float = 0.0
@@ -151,7 +154,7 @@ def run(cfg: EvalConfig) -> dict:
                   file=sys.stderr)
     out = Path(cfg.out) if cfg.out is not None else default_out(suite, policy_info)
     with exclusive_folder(out, f"vlabench eval --suite {cfg.suite} --policy {cfg.policy}"):
-        done, old = load_previous(out, suite, policy_info, env_kwargs)
+        done, old = load_previous(out, suite, policy_info, env_kwargs, cfg.retry_errors)
         todo = [e for e in episodes if e.key not in done]
         policy = act_ctx = None
         if todo and cfg.backend != "ray":  # build it before writing anything: a bad option leaves no results behind

@@ -9,8 +9,9 @@ Directory ``out``::
     videos/           optional MP4s (vlabench.eval.video)
 
 Resuming: a rerun into the same ``out`` skips the episodes already in episodes.jsonl (matched by
-(task, split, index, seed)); error episodes count as finished (rerun into a fresh directory to retry
-them). A directory written for another suite manifest, policy, checkpoint or env options is refused.
+(task, split, index, seed)); error episodes count as finished unless the rerun asks to retry them
+(``retry_errors``: their records move to errors_retried.jsonl and they run again). A directory written
+for another suite manifest, policy, checkpoint or env options is refused.
 
 results.json fields: schema_version, vlabench_version, git_sha (at the start of the first run; a
 resume under other code appends to git_shas), created, updated, suite {name, path, kind,
@@ -31,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from vlabench.eval.metrics import episode_key, is_success, summarize
-from vlabench.fileio import write_json_atomic
+from vlabench.fileio import write_json_atomic, write_text_atomic
 from vlabench.suite import Suite
 
 SCHEMA_VERSION = 1
 RESULTS_NAME, EPISODES_NAME = "results.json", "episodes.jsonl"
+RETRIED_NAME = "errors_retried.jsonl"
+"""Error records taken out of episodes.jsonl by a retry (kept, appended, as the run's history)."""
 RESULTS_EVERY_S = 15.0
 """How often results.json is refreshed while running (it is always rewritten at the end)."""
 
@@ -63,8 +66,10 @@ def read_episodes(path: Path) -> list[dict]:
     return out
 
 
-def load_previous(out: Path, suite: Suite, policy: dict, env_kwargs: dict) -> tuple[dict, dict | None]:
-    """Finished records by key, and the old results.json; ResumeError if ``out`` belongs to another run."""
+def load_previous(out: Path, suite: Suite, policy: dict, env_kwargs: dict,
+                  retry_errors: bool = False) -> tuple[dict, dict | None]:
+    """Finished records by key, and the old results.json; ResumeError if ``out`` belongs to another run.
+    ``retry_errors``: error records are moved from episodes.jsonl to errors_retried.jsonl, so they run again."""
     res_path, ep_path = out / RESULTS_NAME, out / EPISODES_NAME
     old = None
     if res_path.is_file():
@@ -92,6 +97,14 @@ def load_previous(out: Path, suite: Suite, policy: dict, env_kwargs: dict) -> tu
     if records and old is None:
         raise ResumeError(f"refusing to resume into {out}: {ep_path} exists without {RESULTS_NAME}, so its "
                           "suite and policy are unknown; use another --out")
+    if retry_errors and any(r.get("status") == "error" for r in records):
+        retried = [r for r in records if r.get("status") == "error"]
+        records = [r for r in records if r.get("status") != "error"]
+        with open(out / RETRIED_NAME, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in retried)
+            f.flush()
+            os.fsync(f.fileno())
+        write_text_atomic(ep_path, "".join(json.dumps(r) + "\n" for r in records))
     keys = {e.key for e in suite.episodes}
     done: dict[tuple, dict] = {}
     for rec in records:

@@ -219,8 +219,11 @@ def _texel_index(shape: tuple[int, int], uv: tuple, la: np.ndarray, lc: np.ndarr
             x = x + np.float32(ca) * la
         if cc:
             x = x + np.float32(cc) * lc
-        x -= np.floor(x)
-        out.append(np.minimum((x * np.float32(size)).astype(np.int32), size - 1))
+        # Rays that miss the face (masked out by the caller) can carry inf or NaN coordinates, e.g. a ray
+        # parallel to the table top; clipping keeps their throwaway index in range (valid ones are unchanged).
+        with np.errstate(invalid="ignore"):
+            x -= np.floor(x)
+            out.append(np.clip((x * np.float32(size)).astype(np.int32), 0, size - 1))
     col, row = out
     return (h - 1 - row) * w + col
 
