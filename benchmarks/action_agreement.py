@@ -67,7 +67,11 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"policy {args.policy}, seeds {seeds}\n\n| cell | steps | mean abs error dx,dy,dz | cosine (moving steps) | "
           "gripper sign agrees |\n|---|---:|---:|---:|---:|")
-    for cell in args.cells.split(","):
+    cells = args.cells.split(",")
+    bad = [c for c in cells if c.count(":") != 1]
+    if bad:
+        raise SystemExit(f"--cells takes task:split pairs separated by commas (e.g. pick:seen,place:seen), got {bad}")
+    for cell in cells:
         task, split = cell.split(":")
         r = agreement(policy, task, split, seeds)
         print(f"| {cell} | {r['steps']} | {r['xyz_abs_err']:.3f} | {r['xyz_cos']:.2f} ({r['moving_steps']}) | "

@@ -13,8 +13,8 @@ Resuming: a rerun into the same ``out`` skips the episodes already in episodes.j
 (``retry_errors``: their records move to errors_retried.jsonl and they run again). A directory written
 for another suite manifest, policy, checkpoint or env options is refused.
 
-results.json fields: schema_version, vlabench_version, git_sha (at the start of the first run; a
-resume under other code appends to git_shas), created, updated, suite {name, path, kind,
+results.json fields: schema_version, vlabench_version, git_sha (of the latest invocation; when a
+resume ran under other code, git_shas lists every invocation's, oldest first), created, updated, suite {name, path, kind,
 manifest_hash, n_episodes, max_episodes}, policy {name, checkpoint, checkpoint_hash, options},
 renderer (actually used) and renderer_from (suite | flag | default), device, torch_version,
 pybullet_version, sim_version, env_kwargs, backend, workers, envs_per_worker, train_suite_allowed, complete, and
