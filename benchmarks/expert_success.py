@@ -10,7 +10,10 @@ The expert reads privileged state, so the camera images do not change what it do
 small (``--image-size``) to spend the CPU on physics.
 
     python benchmarks/expert_success.py [--suite envs/emergent.toml] [--n 100] [--skip 0] [--workers 2]
-        [--cells pad:seen,math] [--out results/expert_success.md] [--failures]
+        [--cells pad:seen,math] [--out results/expert_success.md] [--failures] [--perturb 0.3]
+
+``--perturb`` runs the experts as DART demo collection does (``vlabench collect --perturb``), to see
+how often they still succeed.
 """
 
 from __future__ import annotations
@@ -27,19 +30,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 _ENVS: dict = {}
 
 
-def run_episode(job: tuple[str, str, int, int, int]) -> dict:
-    """One expert episode: (task, split, seed, image_size, wrist_size) -> outcome dict."""
-    task, split, seed, size, wrist = job
+def run_episode(job: tuple[str, str, int, int, int, float]) -> dict:
+    """One expert episode: (task, split, seed, image_size, wrist_size, perturb) -> outcome dict."""
+    task, split, seed, size, wrist, perturb = job
     from vlabench.env import make_env
+    from vlabench.experts.base import Perturbation
 
     try:
         env = _ENVS.get((task, split))
         if env is None:
             env = _ENVS[(task, split)] = make_env(task, split, image_size=size, wrist_size=wrist)
         obs, info = env.reset(seed=seed)
-        success, steps = False, 0
+        success, steps, perturbation = False, 0, Perturbation(perturb, seed)
         while True:
-            obs, _, term, trunc, info = env.step(env.expert_action())
+            obs, _, term, trunc, info = env.step(perturbation(env.expert_action()))
             steps += 1
             if info["success"]:
                 success = True
@@ -106,9 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-rate", type=float, default=0.95, help="flag cells below this success rate")
     ap.add_argument("--out", default="", help="also write the markdown table here (atomically)")
     ap.add_argument("--failures", action="store_true", help="print every failed episode's diagnostics")
+    ap.add_argument("--perturb", type=float, default=0.0, help="DART perturbation as in `vlabench collect --perturb`")
     args = ap.parse_args(argv)
-    if args.n < 1 or args.skip < 0:
-        ap.error(f"--n must be >= 1 and --skip >= 0, got --n {args.n} --skip {args.skip}")
+    if args.n < 1 or args.skip < 0 or args.perturb < 0:
+        ap.error(f"--n must be >= 1, --skip and --perturb >= 0, got --n {args.n} --skip {args.skip} "
+                 f"--perturb {args.perturb}")
 
     from tqdm import tqdm
 
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cells:
         ap.error(f"--cells {args.cells!r} matches no cell of {args.suite}; cells: "
                  + ", ".join(f"{t}:{s}" for t, s in suite.cells()))
-    jobs = [(t, s, seed, args.image_size, args.wrist_size) for t, s, seeds in cells for seed in seeds]
+    jobs = [(t, s, seed, args.image_size, args.wrist_size, args.perturb) for t, s, seeds in cells for seed in seeds]
     t0 = time.time()
     if args.workers > 1:
         # Spawned workers: a fresh interpreter per worker, no pybullet state crosses a fork.

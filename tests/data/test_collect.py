@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from vlabench.data.collect import CollectConfig, run
@@ -90,3 +91,28 @@ def test_replay_reproduces_every_task(tmp_path):
     assert (tmp_path / "ep0.mp4").stat().st_size > 1000
     with pytest.raises(ValueError, match="out of range"):
         replay(ReplayConfig(data=out, episode=99))
+
+
+def test_dart_demos_label_the_expert_and_replay_what_ran(tmp_path):
+    suite = _suite(tmp_path, ["pick"])
+    clean = run(CollectConfig(suite=suite, episodes=2, workers=1, out=tmp_path / "clean"))
+    dart = run(CollectConfig(suite=suite, episodes=2, workers=1, out=tmp_path / "dart", perturb=0.3))
+    assert clean["perturb"] == 0 and dart["perturb"] == 0.3 and dart["episodes"] == 2
+    from vlabench.data.shards import read_episode
+
+    entry = manifest_episodes(load_manifest(tmp_path / "dart"))[0]
+    rec = read_episode(tmp_path / "dart" / entry["file"], entry["demo"])
+    labels, ran = rec["actions"], rec["sim"]["executed_actions"]
+    assert rec["attrs"]["expert_perturb"] == 0.3 and ran.shape == labels.shape
+    opened = labels[:, 6] < 0
+    assert np.abs(ran[opened, :2] - labels[opened, :2]).mean() > 0.02  # the env ran perturbed moves...
+    np.testing.assert_array_equal(ran[~opened], labels[~opened])  # ...but never while the gripper closes
+    np.testing.assert_array_equal(ran[:, 2:], labels[:, 2:])  # ...and never dz, rotation or the gripper
+    result = replay(ReplayConfig(data=tmp_path / "dart", episode=0))
+    assert result["ok"], result
+    with pytest.raises(ValueError, match="collected with perturb=0.3"):
+        run(CollectConfig(suite=suite, episodes=3, workers=1, out=tmp_path / "dart"))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        run(CollectConfig(suite=suite, episodes=1, out=tmp_path / "neg", perturb=-0.1))
+    with pytest.raises(RuntimeError, match="failed all of the first 20 episodes"):
+        run(CollectConfig(suite=suite, episodes=1, out=tmp_path / "hopeless", perturb=50.0))

@@ -52,6 +52,8 @@ from vlabench.suite import (
 )
 
 FAILURES = "failures.jsonl"
+HOPELESS_FAILURES = 20
+"""A run whose first this-many episodes all fail stops instead of working through the whole seed range."""
 SUMMARY = "collect.json"
 MAX_ATTEMPTS = 2
 """Worker deaths one episode may cause before it is recorded as failed and skipped."""
@@ -70,7 +72,10 @@ class CollectConfig:
     out: Path = Path("data/demos")
     """Dataset directory (created; an existing one is resumed)."""
     noise: float = 0.0
-    """Std of Gaussian noise added to the expert's motion actions (action units), for diverse demos."""
+    """Std of Gaussian noise added to the expert's motion actions (action units) and recorded with them."""
+    perturb: float = 0.0
+    """DART: std (action units) of correlated noise added only to the executed motion action; the recorded
+    label stays the expert's clean action, so demos show recoveries from off-path states."""
     episodes_per_shard: int = 8
     """Episodes packed into each HDF5 shard."""
     image_size: int = 0
@@ -142,8 +147,8 @@ class _Collection:
         from tqdm import tqdm
 
         self.bar = tqdm(total=self.target, initial=min(self.successes, self.target), desc="collect", unit="ep")
-        args = (self.cfg.workers, self.cfg.out, self.cfg.episodes_per_shard, self.cfg.noise, self.suite.name,
-                self.env_kwargs, os.getpid(), read_fault())
+        args = (self.cfg.workers, self.cfg.out, self.cfg.episodes_per_shard, self.cfg.noise, self.cfg.perturb,
+                self.suite.name, self.env_kwargs, os.getpid(), read_fault())
         ctx = mp.get_context("spawn")  # never fork: the parent may hold threads and HDF5 handles
         for i in range(self.cfg.workers):
             self.workers.append(WorkerHandle(ctx, i, args))
@@ -204,6 +209,11 @@ class _Collection:
             else:
                 self.failures += 1
                 _append_failure(self.cfg.out, ep, steps)
+                if self.successes == 0 and self.failures >= HOPELESS_FAILURES:
+                    self.error = self.error or (
+                        f"the expert failed all of the first {self.failures} episodes (the last: {_where(ep)}); "
+                        f"with noise={self.cfg.noise} and perturb={self.cfg.perturb} it cannot solve these "
+                        "tasks, so collection stopped (lower --noise / --perturb)")
             self.bar.set_postfix(expert_success=f"{self.successes / max(self.successes + self.failures, 1):.1%}")
         elif kind == "error":
             self.error = self.error or f"{_where(ep)} raised in worker {w.slot}: {msg[2]}"
@@ -288,10 +298,26 @@ def run(cfg: CollectConfig) -> dict:
         raise ValueError(f"need workers >= 1, episodes >= 0, episodes_per_shard >= 1 and episode_timeout_s > 0; got "
                          f"workers={cfg.workers}, episodes={cfg.episodes}, episodes_per_shard={cfg.episodes_per_shard}, "
                          f"episode_timeout_s={cfg.episode_timeout_s}")
+    if cfg.noise < 0 or cfg.perturb < 0:
+        raise ValueError(f"--noise and --perturb are standard deviations and must be >= 0; got noise={cfg.noise}, "
+                         f"perturb={cfg.perturb}")
+    _check_same_noise(cfg)
     env_kwargs = _validated_env_kwargs(cfg, suite)
     target = cfg.episodes or len(suite.episodes)
     with exclusive_folder(cfg.out, f"vlabench collect --suite {cfg.suite} --out {cfg.out}"):
         return _collect(cfg, suite, env_kwargs, target)
+
+
+def _check_same_noise(cfg: CollectConfig) -> None:
+    """A finished dataset resumed with other noise settings would mix two kinds of demos: refuse."""
+    path = cfg.out / SUMMARY
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    for key in ("noise", "perturb"):
+        if float(old.get(key, 0.0)) != float(getattr(cfg, key)):
+            raise ValueError(f"{cfg.out} was collected with {key}={old.get(key, 0.0)} ({path}); rerun with "
+                             f"--{key} {old.get(key, 0.0)} to extend it, or collect into another --out")
 
 
 def _collect(cfg: CollectConfig, suite: Suite, env_kwargs: dict, target: int) -> dict:
@@ -319,7 +345,7 @@ def _collect(cfg: CollectConfig, suite: Suite, env_kwargs: dict, target: int) ->
     summary = {"suite": suite.name, "suite_path": str(cfg.suite), "suite_manifest_hash": suite.manifest_hash,
                "episodes": manifest["n_episodes"], "frames": manifest["n_frames"], "expert_failures": col.failures,
                "expert_success_rate": col.successes / max(col.successes + col.failures, 1),
-               "env_kwargs": env_kwargs, "noise": cfg.noise, "worker_deaths": col.deaths,
+               "env_kwargs": env_kwargs, "noise": cfg.noise, "perturb": cfg.perturb, "worker_deaths": col.deaths,
                "skipped_after_worker_deaths": col.skipped,
                "dataset_hash": manifest["hash"]}
     write_json_atomic(cfg.out / SUMMARY, summary)

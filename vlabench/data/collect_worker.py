@@ -71,27 +71,37 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def rollout(env, ep: Episode, noise: float, suite_name: str, env_kwargs: dict) -> dict:
-    """Run the expert on one episode; returns the Episode record of contracts (success in attrs)."""
+def rollout(env, ep: Episode, noise: float, suite_name: str, env_kwargs: dict, perturb: float = 0.0) -> dict:
+    """Run the expert on one episode; returns the Episode record of contracts (success in attrs).
+
+    ``noise`` is added to the expert's action and recorded with it; ``perturb`` is added only to the action
+    the env executes (:class:`~vlabench.experts.base.Perturbation`, DART), while the recorded label stays
+    the expert's. Both are reproducible per seed."""
+    from vlabench.experts.base import Perturbation
+
     obs, info = env.reset(seed=ep.seed)
-    images, wrists, states, actions, poses = [], [], [], [], []
-    success = False
+    images, wrists, states, actions, executed_actions, poses = [], [], [], [], [], []
+    success, perturbation = False, Perturbation(perturb, ep.seed)
     for _ in range(env.max_steps):
         action = env.expert_action(noise)
         images.append(obs["image"]), wrists.append(obs["wrist_image"]), states.append(obs["state"])
         poses.append(env.object_poses())
         actions.append(action)
-        obs, _, terminated, truncated, info = env.step(action)
+        executed = perturbation(action)
+        executed_actions.append(executed)
+        obs, _, terminated, truncated, info = env.step(executed)
         success |= info["success"]
         if terminated or truncated:
             break
     return {
         "obs": {"image": np.stack(images), "wrist_image": np.stack(wrists), "state": np.stack(states)},
         "actions": np.stack(actions).astype(np.float32),
-        "sim": {"object_poses": np.stack(poses)},
+        "sim": {"object_poses": np.stack(poses),
+                **({"executed_actions": np.stack(executed_actions).astype(np.float32)} if perturb > 0 else {})},
         "attrs": {"instruction": info["instruction"], "task": ep.task, "split": ep.split, "index": ep.index,
                   "seed": ep.seed, "suite": suite_name, "success": bool(success), "n_steps": len(actions),
-                  "env_kwargs": json.dumps(env_kwargs, sort_keys=True), "expert_noise": float(noise)},
+                  "env_kwargs": json.dumps(env_kwargs, sort_keys=True), "expert_noise": float(noise),
+                  "expert_perturb": float(perturb)},
     }
 
 
@@ -106,7 +116,8 @@ def _inject(fault: tuple[str, int] | None, ep: Episode) -> None:
 
 
 def worker_main(conn: Connection, slot: int, n_workers: int, out: Path, episodes_per_shard: int, noise: float,
-                suite_name: str, env_kwargs: dict, parent_pid: int, fault: tuple[str, int] | None) -> None:
+                perturb: float, suite_name: str, env_kwargs: dict, parent_pid: int,
+                fault: tuple[str, int] | None) -> None:
     """Entry point of a worker process (see the module docstring for the protocol)."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -131,7 +142,7 @@ def worker_main(conn: Connection, slot: int, n_workers: int, out: Path, episodes
                 _inject(fault, ep)
                 if (ep.task, ep.split) not in envs:
                     envs[(ep.task, ep.split)] = make_env(ep.task, ep.split, **env_kwargs)
-                record = rollout(envs[(ep.task, ep.split)], ep, noise, suite_name, env_kwargs)
+                record = rollout(envs[(ep.task, ep.split)], ep, noise, suite_name, env_kwargs, perturb)
                 if record["attrs"]["success"]:
                     writer.write(record)
             except Exception as e:  # noqa: BLE001 (any failure of one episode is reported, not fatal)

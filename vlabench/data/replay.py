@@ -1,7 +1,8 @@
 """``vlabench replay``: re-simulate a recorded episode from its seed and actions, check it, make a video.
 
 The recorded episode stores the seed, the env options and every action. Replaying resets an env with
-that seed (which rebuilds the identical initial state) and applies the actions; the proprioceptive
+that seed (which rebuilds the identical initial state) and applies the actions (in DART demos, the
+perturbed actions the env executed, ``sim/executed_actions``, not the expert's labels); the proprioceptive
 states and object poses must match the recording to within ``tolerance``. ``--resolution`` re-renders
 the same trajectory at another camera size: physics does not depend on rendering.
 """
@@ -51,7 +52,7 @@ def replay(cfg: ReplayConfig) -> dict:
     try:
         obs, _ = env.reset(seed=int(attrs["seed"]))
         states, poses, frames = [], [], []
-        for action in rec["actions"]:
+        for action in rec["sim"].get("executed_actions", rec["actions"]):  # DART demos label other actions
             states.append(obs["state"]), poses.append(env.object_poses())
             frames.append(obs["image"])
             obs, *_ = env.step(action)

@@ -79,13 +79,17 @@ def collect(ctx: Context) -> None:
     for item, suite, episodes, dest in (("train", p.train_suite, p.collect.episodes, ctx.train_data),
                                         ("probe", p.probe_suite, p.collect.probe_episodes, ctx.probe_data)):
         st = Stage(ctx.out, "collect", item)
+        perturb = p.collect.perturb if item == "train" else 0.0  # the probe scores clean demos
         inputs = {"suite": load_suite(suite).manifest_hash, "episodes": str(episodes)}
+        if perturb:
+            inputs["perturb"] = str(perturb)
         if st.is_current(inputs, str(dest)) and (dest / "manifest.json").is_file():
             ctx.log(f"collect:{item}: done ({st.record['outputs'].get('n_episodes')} demos in {dest})")
             continue
         ctx.log(f"collect:{item}: {suite} -> {dest}")
-        with st.running(inputs, {"workers": p.collect.workers, "episodes": episodes}) as run:
-            run_collect(CollectConfig(suite=Path(suite), out=dest, workers=p.collect.workers, episodes=episodes))
+        with st.running(inputs, {"workers": p.collect.workers, "episodes": episodes, "perturb": perturb}) as run:
+            run_collect(CollectConfig(suite=Path(suite), out=dest, workers=p.collect.workers, episodes=episodes,
+                                      perturb=perturb))
             from vlabench.data.manifest import load_manifest
 
             manifest = load_manifest(dest)
