@@ -2,7 +2,8 @@
 
 The env is driven by the scripted expert; at every step the policy is asked for its action on the same
 observation (its history is the expert's trajectory), and the two are compared: mean absolute error of
-the translation (dx, dy, dz), cosine between the translations where the expert moves (|dxyz| > 0.2), and
+each translation axis (dx, dy, dz: in the default front view x runs away from the camera, y across it),
+cosine between the translations where the expert moves (|dxyz| > 0.2), and
 how often the gripper commands agree in sign. A policy that agrees well here but fails in closed loop
 drifts off the demonstrated states; one that disagrees here has not learned (or is fed differently
 from how it was trained).
@@ -24,6 +25,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def agreement(policy, task: str, split: str, seeds: list[int]) -> dict:
     import torch
 
+    from vlabench.contracts import single_obs_batch
     from vlabench.env import make_env
 
     env = make_env(task, split=split)
@@ -32,13 +34,10 @@ def agreement(policy, task: str, split: str, seeds: list[int]) -> dict:
         obs, _ = env.reset(seed=seed)
         for t in range(env.max_steps):
             expert = env.unwrapped.expert_action()
-            batch = {"image": obs["image"][None], "wrist_image": obs["wrist_image"][None], "state": obs["state"][None],
-                     "instruction": [obs["instruction"]], "slot": np.array([0]), "is_first": np.array([t == 0]),
-                     "seed": np.array([seed]), "index": np.array([0]), "task": [task], "split": [split],
-                     "expert_action": expert[None]}
+            batch = single_obs_batch(obs, first=t == 0, seed=seed, task=task, split=split, expert_action=expert)
             with torch.inference_mode():
                 act = np.asarray(policy.act(batch), np.float32)[0]
-            err.append(float(np.abs(act[:3] - expert[:3]).mean()))
+            err.append(np.abs(act[:3] - expert[:3]))
             if np.linalg.norm(expert[:3]) > 0.2:
                 cos.append(float(act[:3] @ expert[:3] / (np.linalg.norm(act[:3]) * np.linalg.norm(expert[:3]) + 1e-9)))
             grip.append(bool(np.sign(act[6]) == np.sign(expert[6])))
@@ -46,7 +45,7 @@ def agreement(policy, task: str, split: str, seeds: list[int]) -> dict:
             if terminated or truncated:
                 break
     env.close()
-    return {"steps": len(err), "xyz_abs_err": float(np.mean(err)), "xyz_cos": float(np.mean(cos)) if cos else float("nan"),
+    return {"steps": len(err), "abs_err": np.mean(err, axis=0).tolist(), "xyz_cos": float(np.mean(cos)) if cos else float("nan"),
             "moving_steps": len(cos), "gripper_agree": float(np.mean(grip))}
 
 
@@ -65,8 +64,8 @@ def main() -> None:
     torch.set_num_threads(1)
     policy = make_policy(args.policy, args.device, **dict(o.split("=", 1) for o in args.option))
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"policy {args.policy}, seeds {seeds}\n\n| cell | steps | mean abs error dx,dy,dz | cosine (moving steps) | "
-          "gripper sign agrees |\n|---|---:|---:|---:|---:|")
+    print(f"policy {args.policy}, seeds {seeds}\n\n| cell | steps | abs error dx | dy | dz | cosine (moving steps) | "
+          "gripper sign agrees |\n|---|---:|---:|---:|---:|---:|---:|")
     cells = args.cells.split(",")
     bad = [c for c in cells if c.count(":") != 1]
     if bad:
@@ -74,7 +73,8 @@ def main() -> None:
     for cell in cells:
         task, split = cell.split(":")
         r = agreement(policy, task, split, seeds)
-        print(f"| {cell} | {r['steps']} | {r['xyz_abs_err']:.3f} | {r['xyz_cos']:.2f} ({r['moving_steps']}) | "
+        print(f"| {cell} | {r['steps']} | {' | '.join(f'{e:.3f}' for e in r['abs_err'])} | "
+              f"{r['xyz_cos']:.2f} ({r['moving_steps']}) | "
               f"{r['gripper_agree']:.2f} |")
 
 

@@ -44,6 +44,20 @@ def test_expert_passes_privileged_actions_and_needs_them() -> None:
         p.act(batch(2))
 
 
+def test_single_obs_batch_drives_a_policy_by_hand() -> None:
+    from vlabench.contracts import single_obs_batch
+
+    obs = {k: v[0] for k, v in batch(1).items() if k in ("image", "wrist_image", "state")}
+    obs["instruction"] = "pick the ball"
+    expert = np.linspace(-1, 1, 7, dtype=np.float32)
+    b = single_obs_batch(obs, first=True, seed=7, task="pick", split="seen", expert_action=expert)
+    assert b["image"].shape == (1, 16, 16, 3) and b["instruction"] == ["pick the ball"] and b["seed"].tolist() == [7]
+    np.testing.assert_array_equal(ExpertPolicy().act(b), expert[None])
+    no_expert = single_obs_batch(obs, first=False, seed=7, task="pick", split="seen")
+    assert "expert_action" not in no_expert and no_expert["is_first"].tolist() == [False]
+    assert make_policy("random", "cpu").act(no_expert).shape == (1, 7)
+
+
 def test_noop_is_zero_with_open_gripper() -> None:
     a = NoopPolicy().act(batch(2))
     np.testing.assert_array_equal(a[:, :6], 0)

@@ -46,6 +46,18 @@ class ObsBatch(TypedDict, total=False):
     """(n, 7) float32: the scripted oracle's action; only for policies with ``needs_expert = True``."""
 
 
+def single_obs_batch(obs: dict, *, first: bool, seed: int, task: str, split: str,
+                     expert_action: np.ndarray | None = None) -> ObsBatch:
+    """A one-row :class:`ObsBatch` (slot 0) from one env's observation, for driving a policy by hand."""
+    batch: ObsBatch = {"image": obs["image"][None], "wrist_image": obs["wrist_image"][None],
+                       "state": obs["state"][None], "instruction": [obs["instruction"]], "slot": np.array([0]),
+                       "is_first": np.array([first]), "seed": np.array([seed]), "index": np.array([0]),
+                       "task": [task], "split": [split]}
+    if expert_action is not None:
+        batch["expert_action"] = np.asarray(expert_action, np.float32)[None]
+    return batch
+
+
 class EpisodeRecord(TypedDict, total=False):
     """One line of episodes.jsonl."""
 

@@ -105,3 +105,19 @@ def test_pack_then_unpack_resumes_without_redoing_anything(smoke, tmp_path):
     stages = _stages(later)
     assert len(stages["eval:rt1"]["invocations"]) == 1  # restored as done, not rerun
     assert json.loads((later / "eval" / "rt1" / "results.json").read_text())["overall"]["n"] == 4
+
+
+def test_the_discussion_file_nests_under_results_and_keeps_code_blocks(tmp_path):
+    from types import SimpleNamespace
+
+    from vlabench.pipeline.results import discussion_markdown
+
+    path = tmp_path / "DISCUSSION.md"
+    ctx = SimpleNamespace(profile=SimpleNamespace(discussion=str(path)))
+    assert "Not written yet" in discussion_markdown(ctx) and str(path) in discussion_markdown(ctx)
+    path.write_text("## Seen\nRT-1 hovers.\n```bash\n# a shell comment\n```\n### Objects\n")
+    text = discussion_markdown(ctx)
+    assert "### Seen\n" in text and "#### Objects\n" in text
+    assert "\n# a shell comment\n" in text
+    ctx.profile.discussion = None
+    assert discussion_markdown(ctx) == "The profile names no discussion file.\n"

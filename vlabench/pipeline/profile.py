@@ -12,8 +12,9 @@ model's recipe and budget, the inference options -- so that a table is one comma
     baselines = ["expert", "random"]         # built-in policies evaluated on the same manifest
     publish = "results/lite"                 # where `--stages publish` copies the results (optional)
     comparisons = [["rt1", "diffusion"], ["rt2_cotrain", "rt2_robot_only"]]   # paired tests in RESULTS.md
+    discussion = "results/lite/DISCUSSION.md" # hand-written analysis RESULTS.md includes (optional)
 
-    [collect]      # workers = 2, episodes = 0 (0 = as the suite lists)
+    [collect]      # workers = 2, episodes = 0 (0 = as the suite lists), perturb = 0.0 (DART, train demos)
     [vqa]          # tasks, n_scenes, questions_per_scene: co-training data for models with vqa = true
     [train]        # parallel = 1: models trained at once (each in its own process)
     [eval]         # workers, envs_per_worker, max_episodes, bf16
@@ -50,6 +51,8 @@ class CollectSettings:
     """Successful demos wanted from the train suite (0 = as many as it lists)."""
     probe_episodes: int = 0
     """Demos wanted from the probe suite (0 = as many as it lists)."""
+    perturb: float = 0.0
+    """DART perturbation of the train demos (``vlabench collect --perturb``); the probe demos stay clean."""
 
 
 @dataclass
@@ -112,6 +115,8 @@ class Profile:
     publish: str | None = None
     comparisons: list[list[str]] = field(default_factory=list)
     """Pairs of policies compared with McNemar tests in RESULTS.md (every model is also compared with random)."""
+    discussion: str | None = None
+    """A hand-written markdown file (what generalizes, how each policy fails) that RESULTS.md includes."""
     collect: CollectSettings = field(default_factory=CollectSettings)
     vqa: VQASettings = field(default_factory=VQASettings)
     train_settings: TrainSettings = field(default_factory=TrainSettings)

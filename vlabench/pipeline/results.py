@@ -4,7 +4,8 @@
 every evaluated policy: headline, per-task tables, all paired McNemar tests) and RESULTS.md, the
 pipeline's own page: the headline table, the paired comparisons the benchmark asks for (each learned
 policy vs random, and the profile's ``comparisons``), the language probe per learned model, the
-budgets and wall times of every stage, and the commands that reproduce it.
+profile's hand-written ``discussion`` file, the budgets and wall times of every stage, and the commands
+that reproduce it.
 
 ``publish`` copies everything but data and checkpoints into the profile's ``publish`` folder
 (e.g. results/lite/), ready to commit.
@@ -36,6 +37,8 @@ def report(ctx: Context) -> Path | None:
         return None
     out = ctx.out / "report"
     files = [d / "results.json" for _, d in runs] + sorted((ctx.out / "probe").glob("*.json"))
+    if ctx.profile.discussion and Path(ctx.profile.discussion).is_file():
+        files.append(Path(ctx.profile.discussion))
     st = Stage(ctx.out, "report")
     with st.running({"files": value_hash({str(f): file_hash(f) for f in files})}) as run:
         run_report(ReportConfig(runs=[d for _, d in runs], out=out / "REPORT.md"))
@@ -65,6 +68,7 @@ def results_markdown(ctx: Context, runs: list) -> str:
              "## Paired comparisons (exact McNemar, unadjusted)\n", _comparisons(ctx, runs),
              "## Language probe\n", probe_markdown(ctx),
              "## Per-task tables, plots and all pairwise tests\n", "See [REPORT.md](REPORT.md).\n",
+             "## What generalizes and what does not\n", discussion_markdown(ctx),
              "## Budgets and wall time\n", budgets_markdown(ctx),
              "## Commands\n", commands_markdown(ctx)]
     return "\n".join(x for x in parts if x)
@@ -102,6 +106,20 @@ def probe_markdown(ctx: Context) -> str:
             "from the same cell (`vlabench offline-eval --swap-instructions`).\n\n"
             "| model | cell | episodes | own instruction | swapped | swapped - own |\n|---|---|---:|---:|---:|---:|")
     return head + "\n" + "\n".join(rows) + "\n"
+
+
+def discussion_markdown(ctx: Context) -> str:
+    """The profile's discussion file, headings pushed one level down so they nest under this section."""
+    path = ctx.profile.discussion
+    if not path:
+        return "The profile names no discussion file.\n"
+    if not Path(path).is_file():
+        return f"Not written yet (the profile names `{path}`).\n"
+    lines, fenced = [], False
+    for line in Path(path).read_text().splitlines():
+        fenced ^= line.startswith("```")
+        lines.append("#" + line if line.startswith("#") and not fenced else line)
+    return "\n".join(lines) + "\n"
 
 
 def budgets_markdown(ctx: Context) -> str:
