@@ -74,8 +74,8 @@ class CollectConfig:
     noise: float = 0.0
     """Std of Gaussian noise added to the expert's motion actions (action units) and recorded with them."""
     perturb: float = 0.0
-    """DART: std (action units) of correlated noise added only to the executed motion action; the recorded
-    label stays the expert's clean action, so demos show recoveries from off-path states."""
+    """DART: std (action units) of correlated noise added only to the executed dx, dy while the gripper is
+    open; the recorded label stays the expert's clean action, so demos show recoveries from off-path states."""
     episodes_per_shard: int = 8
     """Episodes packed into each HDF5 shard."""
     image_size: int = 0
