@@ -115,9 +115,9 @@ def test_the_discussion_file_nests_under_results_and_keeps_code_blocks(tmp_path)
     path = tmp_path / "DISCUSSION.md"
     ctx = SimpleNamespace(profile=SimpleNamespace(discussion=str(path)))
     assert "Not written yet" in discussion_markdown(ctx) and str(path) in discussion_markdown(ctx)
-    path.write_text("## Seen\nRT-1 hovers.\n```bash\n# a shell comment\n```\n### Objects\n")
+    path.write_text("# Title\n## Seen\nRT-1 hovers.\n```bash\n# a shell comment\n```\n### Objects\n")
     text = discussion_markdown(ctx)
-    assert "### Seen\n" in text and "#### Objects\n" in text
+    assert "Title" not in text and text.startswith("### Seen\n") and "#### Objects\n" in text
     assert "\n# a shell comment\n" in text
     ctx.profile.discussion = None
     assert discussion_markdown(ctx) == "The profile names no discussion file.\n"

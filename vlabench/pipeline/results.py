@@ -109,14 +109,18 @@ def probe_markdown(ctx: Context) -> str:
 
 
 def discussion_markdown(ctx: Context) -> str:
-    """The profile's discussion file, headings pushed one level down so they nest under this section."""
+    """The profile's discussion file under RESULTS.md's own heading: its title (a first ``# `` line) is
+    dropped and its other headings pushed one level down, so they nest under that section."""
     path = ctx.profile.discussion
     if not path:
         return "The profile names no discussion file.\n"
     if not Path(path).is_file():
         return f"Not written yet (the profile names `{path}`).\n"
     lines, fenced = [], False
-    for line in Path(path).read_text().splitlines():
+    text = Path(path).read_text().splitlines()
+    if text and text[0].startswith("# "):
+        text = text[1:]
+    for line in text:
         fenced ^= line.startswith("```")
         lines.append("#" + line if line.startswith("#") and not fenced else line)
     return "\n".join(lines) + "\n"
