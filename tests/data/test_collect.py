@@ -112,6 +112,11 @@ def test_dart_demos_label_the_expert_and_replay_what_ran(tmp_path):
     assert result["ok"], result
     with pytest.raises(ValueError, match="collected with perturb=0.3"):
         run(CollectConfig(suite=suite, episodes=3, workers=1, out=tmp_path / "dart"))
+    (tmp_path / "dart" / "collect.json").unlink()  # as if interrupted: the stored episodes still say it
+    with pytest.raises(ValueError, match=r"collected with perturb=0.3 \(.*\.h5\)"):
+        run(CollectConfig(suite=suite, episodes=3, workers=1, out=tmp_path / "dart"))
+    with pytest.raises(ValueError, match="collected with noise=0.0"):
+        run(CollectConfig(suite=suite, episodes=3, workers=1, out=tmp_path / "dart", perturb=0.3, noise=0.1))
     with pytest.raises(ValueError, match="must be >= 0"):
         run(CollectConfig(suite=suite, episodes=1, out=tmp_path / "neg", perturb=-0.1))
     with pytest.raises(RuntimeError, match="failed all of the first 20 episodes"):

@@ -309,15 +309,37 @@ def run(cfg: CollectConfig) -> dict:
 
 
 def _check_same_noise(cfg: CollectConfig) -> None:
-    """A finished dataset resumed with other noise settings would mix two kinds of demos: refuse."""
+    """A dataset resumed with other noise settings would mix two kinds of demos: refuse. A finished one says
+    its settings in collect.json; an interrupted one in the attrs of the episodes it already stored."""
     path = cfg.out / SUMMARY
-    if not path.is_file():
-        return
-    old = json.loads(path.read_text())
-    for key in ("noise", "perturb"):
-        if float(old.get(key, 0.0)) != float(getattr(cfg, key)):
-            raise ValueError(f"{cfg.out} was collected with {key}={old.get(key, 0.0)} ({path}); rerun with "
-                             f"--{key} {old.get(key, 0.0)} to extend it, or collect into another --out")
+    if path.is_file():
+        old = json.loads(path.read_text())
+        recorded = {k: float(old.get(k, 0.0)) for k in ("noise", "perturb")}
+    else:
+        recorded, path = _stored_noise(cfg.out)
+    for key, value in recorded.items():
+        if value != float(getattr(cfg, key)):
+            raise ValueError(f"{cfg.out} was collected with {key}={value} ({path}); rerun with "
+                             f"--{key} {value} to extend it, or collect into another --out")
+
+
+def _stored_noise(out: Path) -> tuple[dict[str, float], Path | None]:
+    """noise and perturb of the first readable episode stored under out ({} when there is none)."""
+    import h5py
+
+    from vlabench.data.manifest import source_files
+
+    for f in source_files(out) if out.is_dir() else []:
+        try:
+            with h5py.File(f, "r") as h5:
+                demos = sorted(h5["data"].keys())
+                if demos:
+                    a = h5["data"][demos[0]].attrs
+                    return {"noise": float(a.get("expert_noise", 0.0)),
+                            "perturb": float(a.get("expert_perturb", 0.0))}, f
+        except (OSError, KeyError):  # a damaged file: resuming skips it, and so does this check
+            continue
+    return {}, None
 
 
 def _collect(cfg: CollectConfig, suite: Suite, env_kwargs: dict, target: int) -> dict:

@@ -266,7 +266,8 @@ def evaluate(ctx: Context) -> None:
         inputs = {"suite": suite.manifest_hash, "policy": desc["checkpoint_hash"] or name,
                   "options": value_hash(options), "max_episodes": str(p.eval.max_episodes)}
         if st.is_current(inputs, str(ctx.eval_dir(name))):
-            ctx.log(f"eval:{name}: done ({st.record['outputs'].get('rate', 0):.0%} of {st.record['outputs'].get('n')})")
+            out = st.record["outputs"]
+            ctx.log(f"eval:{name}: done ({out.get('successes')}/{out.get('n')} successes, {out.get('rate', 0):.1%})")
             continue
         cfg = EvalConfig(suite=Path(p.eval_suite), policy=spec, workers=p.eval.workers, device=p.device,
                          out=ctx.eval_dir(name), bf16=p.eval.bf16, max_episodes=p.eval.max_episodes,
