@@ -94,13 +94,16 @@ def main() -> None:
     own, own_acc = loss(images, instructions)
     shuffled_images, _ = loss(images[roll], instructions)
     shuffled_text, _ = loss(images, [instructions[i] for i in roll])
-    def image_effect(m) -> float:
-        """Mean |change| of the encoder output when the images are shuffled, relative to its mean |value|."""
+    def image_effect(m) -> str:
+        """How far the encoder output moves when the images are shuffled (mean |change| / mean |value|),
+        and the projected image tokens' norm next to their spread across frames."""
         prompts = [action_prompt(s) for s in instructions]
         with torch.inference_mode():
             memory, _ = m.backbone.encode(images, prompts)
             moved, _ = m.backbone.encode(images[roll], prompts)
-        return float((memory - moved).abs().mean() / memory.abs().mean())
+            tokens = m.backbone.projector(m.backbone.vision(images))
+        return (f"{float((memory - moved).abs().mean() / memory.abs().mean()):.2g} (image tokens: norm "
+                f"{float(tokens.norm(dim=-1).mean()):.3g}, std across frames {float(tokens.std(0).mean()):.2g})")
 
     torch.manual_seed(0)
     fresh = type(model)(dataclasses.replace(model.cfg, vision_pretrained=True), model.stats).eval()
@@ -117,8 +120,8 @@ def main() -> None:
     print(f"\ngreedy decoding: {distinct} distinct actions over {args.frames} frames; exact-bin accuracy per dimension "
           f"{[round(float(a), 2) for a in (greedy == bins).float().mean(0)]} "
           f"(the mode's: {[round(a, 2) for a in base['mode_acc']]})")
-    print(f"\nencoder output change when the images are shuffled (relative): checkpoint {image_effect(model):.2g}, "
-          f"fresh model {image_effect(fresh):.2g}")
+    print(f"\nencoder output change when the images are shuffled (relative): checkpoint {image_effect(model)}; "
+          f"fresh model {image_effect(fresh)}")
 
 
 if __name__ == "__main__":
