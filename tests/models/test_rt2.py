@@ -232,6 +232,36 @@ def _overfit(model, vqa_path, steps, lr):
     raise AssertionError(f"no overfit in {steps} steps: {m}")
 
 
+def test_freeze_vision_trains_everything_but_the_tower():
+    torch.manual_seed(0)
+    model = RT2Model(tiny_cfg(freeze_vision=True), STATS)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    loss, _ = model.compute_loss(make_batch())
+    loss.backward()
+    opt.step()
+    after = model.state_dict()
+    vision = [k for k in after if k.startswith("backbone.vision.")]
+    assert vision and all(torch.equal(before[k], after[k]) for k in vision)
+    assert not torch.equal(before["backbone.projector.0.weight"], after["backbone.projector.0.weight"])
+    with pytest.raises(ValueError, match="freeze_vision applies to backbone='minilm-pali' only"):
+        RT2Config(backbone="hf", hf_path="x", freeze_vision=True).resolved()
+
+
+def test_action_softmax_over_action_ids_only():
+    torch.manual_seed(0)
+    model = RT2Model(tiny_cfg(), STATS).eval()
+    batch = make_batch()
+    full = model.compute_loss(batch)[0].detach()
+    model.cfg.action_softmax = "actions"
+    restricted = model.compute_loss(batch)[0].detach()
+    # The same logits, normalized over 257 ids instead of the whole vocabulary: every target is among them.
+    assert 0 < float(restricted) < float(full)
+    assert float(restricted) < float(np.log(257)) + 2.0
+    with pytest.raises(ValueError, match="action_softmax must be 'vocab' or 'actions'"):
+        tiny_cfg(action_softmax="text").resolved()
+
+
 def test_overfit_actions_and_vqa(tmp_path):
     torch.manual_seed(0)
     model = RT2Model(tiny_cfg(cotrain_ratio=1.0, vqa_data=str(write_vqa(tmp_path / "v.npz"))), STATS)
