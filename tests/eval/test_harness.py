@@ -114,10 +114,13 @@ def test_git_sha_is_taken_at_start_and_resumes_append(tmp_path, monkeypatch) -> 
     calls = iter(["sha1", "sha2", "sha3"])
     monkeypatch.setattr(harness.provenance, "git_sha", lambda: next(calls))
     suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"]}, per_cell=2, max_steps=3)
-    res = run(EvalConfig(suite=suite, policy="noop", workers=1, out=tmp_path / "out"))
+    res = run(EvalConfig(suite=suite, policy="noop", workers=1, out=tmp_path / "out", max_episodes=1))
     assert res["git_sha"] == "sha1" and "git_shas" not in res  # one lookup, however often results are written
     res = run(EvalConfig(suite=suite, policy="noop", workers=1, out=tmp_path / "out"))
-    assert res["git_sha"] == "sha2" and res["git_shas"] == ["sha1", "sha2"]
+    assert res["git_sha"] == "sha2" and res["git_shas"] == ["sha1", "sha2"] and res["complete"]
+    # A complete run resumed runs nothing, so the record keeps the code, settings and time of what ran it.
+    again = run(EvalConfig(suite=suite, policy="noop", workers=2, envs_per_worker=3, out=tmp_path / "out"))
+    assert again == res and again["workers"] == 1
 
 
 class FlakyPolicy:

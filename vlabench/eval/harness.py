@@ -159,8 +159,11 @@ def run(cfg: EvalConfig) -> dict:
         policy = act_ctx = None
         if todo and cfg.backend != "ray":  # build it before writing anything: a bad option leaves no results behind
             policy, act_ctx = build_policy(str(cfg.policy), device, cfg.bf16, options)
-        record = RunRecord(out, suite, _provenance(cfg, policy_info, env_kwargs, device, renderer_from), done, old,
-                           provenance.git_sha(), cfg.max_episodes or None)
+        fields = _provenance(cfg, policy_info, env_kwargs, device, renderer_from)
+        if old is not None and not todo:  # nothing runs here: the record keeps the provenance of what ran it
+            fields = {k: old.get(k, v) for k, v in fields.items()}
+        record = RunRecord(out, suite, fields, done, old, provenance.git_sha() if todo else None,
+                           cfg.max_episodes or None)
         record.write()  # provenance first: a killed run leaves a directory that can be checked and resumed
         cells = video_candidates(episodes, cfg.videos_per_cell)
         if todo:

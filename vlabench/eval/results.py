@@ -147,7 +147,8 @@ class RunRecord:
     """Fields of results.json that do not depend on the episodes (policy, device, env_kwargs, ...)."""
     done: dict[tuple, dict]
     old: dict | None
-    sha: str
+    sha: str | None
+    """git sha of this invocation; None when it runs no episode (git_sha(s) and updated stay as recorded)."""
     max_episodes: int | None
     shas: list[str] = field(init=False)
     created: str = field(init=False)
@@ -157,7 +158,7 @@ class RunRecord:
         old = self.old or {}
         self.created = old.get("created") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.shas = list(old.get("git_shas") or ([old["git_sha"]] if old.get("git_sha") else []))
-        if not self.shas or self.shas[-1] != self.sha:
+        if self.sha is not None and (not self.shas or self.shas[-1] != self.sha):
             self.shas.append(self.sha)
         if self.old is not None:
             self.max_episodes = _union_limit(old.get("suite", {}).get("max_episodes"), self.max_episodes)
@@ -175,7 +176,8 @@ class RunRecord:
             "git_sha": self.shas[-1],
             **({"git_shas": self.shas} if len(self.shas) > 1 else {}),
             "created": self.created,
-            "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "updated": (dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds") if self.sha is not None
+                        else (self.old or {}).get("updated", self.created)),
             "suite": {"name": s.name, "path": str(s.path), "kind": s.kind, "manifest_hash": s.manifest_hash,
                       "n_episodes": len(s.episodes), "max_episodes": self.max_episodes},
             **self.provenance,
