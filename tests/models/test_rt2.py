@@ -248,20 +248,6 @@ def test_freeze_vision_trains_everything_but_the_tower():
         RT2Config(backbone="hf", hf_path="x", freeze_vision=True).resolved()
 
 
-def test_action_softmax_over_action_ids_only():
-    torch.manual_seed(0)
-    model = RT2Model(tiny_cfg(), STATS).eval()
-    batch = make_batch()
-    full = model.compute_loss(batch)[0].detach()
-    model.cfg.action_softmax = "actions"
-    restricted = model.compute_loss(batch)[0].detach()
-    # The same logits, normalized over 257 ids instead of the whole vocabulary: every target is among them.
-    assert 0 < float(restricted) < float(full)
-    assert float(restricted) < float(np.log(257)) + 2.0
-    with pytest.raises(ValueError, match="action_softmax must be 'vocab' or 'actions'"):
-        tiny_cfg(action_softmax="text").resolved()
-
-
 def test_overfit_actions_and_vqa(tmp_path):
     torch.manual_seed(0)
     model = RT2Model(tiny_cfg(cotrain_ratio=1.0, vqa_data=str(write_vqa(tmp_path / "v.npz"))), STATS)

@@ -60,9 +60,6 @@ class RT2Config(PresetConfig):
     open_clip_weights), or "tiny" (random, tests only)."""
     vision_pretrained: bool = True
     """Load the packaged EfficientNet-Lite0 ImageNet weights (False = random init)."""
-    action_softmax: str = "vocab"
-    """Cross-entropy of the action answer over "vocab" (every id, as RT-2 and OpenVLA) or "actions" (the
-    256 action ids and EOS only, the ids constrained decoding can emit); minilm-pali only."""
     freeze_vision: bool = False
     """minilm-pali only: keep the vision tower's weights fixed; the projector and the language model train."""
     open_clip_model: str = "ViT-B-32"
@@ -102,10 +99,6 @@ class RT2Config(PresetConfig):
     def validate(self, r: "RT2Config") -> None:
         if r.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {r.backbone!r}; valid: {', '.join(BACKBONES)}")
-        if r.action_softmax not in ("vocab", "actions"):
-            raise ValueError(f"action_softmax must be 'vocab' or 'actions', got {r.action_softmax!r}")
-        if r.action_softmax != "vocab" and r.backbone != "minilm-pali":
-            raise ValueError("action_softmax='actions' applies to backbone='minilm-pali' only")
         if r.freeze_vision and r.backbone != "minilm-pali":
             raise ValueError("freeze_vision applies to backbone='minilm-pali' only (use lora_rank for 'hf')")
         if not 0.0 <= r.cotrain_ratio:
@@ -199,12 +192,7 @@ class RT2Model(nn.Module):
         bins = self.action_tokenizer.encode(batch["action"][:, 0].float())  # (B, 7)
         targets = self.vocab.action_target(bins.to(images.device))  # (B, 8): 7 actions + EOS
         prompts = [action_prompt(s) for s in batch["instruction"]]
-        allowed = None
-        if self.cfg.action_softmax == "actions":
-            allowed = self.vocab.action_mask(self.backbone.rows, images.device)
-            allowed[self.vocab.eos_id] = True
-        action_loss, acc = self.backbone.loss(images, prompts, targets, parallel=self.cfg.parallel_decode,
-                                              **({"allowed": allowed} if allowed is not None else {}))
+        action_loss, acc = self.backbone.loss(images, prompts, targets, parallel=self.cfg.parallel_decode)
         loss = action_loss
         metrics = {"action_loss": float(action_loss.detach()), "action_token_acc": float(acc)}
         # Only in training: the validation loss stays action-only, so co-trained and robot-only runs

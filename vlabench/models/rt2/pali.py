@@ -150,21 +150,17 @@ class PaliBackbone(nn.Module):
 
     # -- training ------------------------------------------------------------------------------
     def loss(self, images: torch.Tensor, prompts: list[str], targets: list[list[int]] | torch.Tensor,
-             parallel: bool = False, allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             parallel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy on the target tokens only; returns (loss, token accuracy).
 
         ``targets``: per-sample answer ids ending in EOS (``(B, T)`` tensor or ragged lists). The
         decoder reads ``[CLS] + targets[:-1]`` (teacher forcing) or ``[CLS] + placeholders``.
-        ``allowed`` ``(rows,)`` bool: the softmax runs over these ids only (every target must be one).
         """
         memory, mmask = self.encode(images, prompts)
         tgt = targets.to(memory.device) if torch.is_tensor(targets) else pad_targets(targets, memory.device)
         dec_in = self._decoder_inputs(tgt, parallel)
         dec_mask = torch.cat([torch.ones_like(tgt[:, :1]), (tgt[:, :-1] != -100).long()], 1)
-        logits = self.decode(dec_in, memory, mmask, dec_mask)
-        if allowed is not None:
-            logits = logits.masked_fill(~allowed.to(logits.device), torch.finfo(logits.dtype).min)
-        return target_loss(logits, tgt)
+        return target_loss(self.decode(dec_in, memory, mmask, dec_mask), tgt)
 
     def _decoder_inputs(self, tgt: torch.Tensor, parallel: bool) -> torch.Tensor:
         bos = torch.full_like(tgt[:, :1], self.vocab.bos_id)
