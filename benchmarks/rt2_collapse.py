@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -48,25 +49,31 @@ def main() -> None:
     args = ap.parse_args()
     if args.frames < 2:
         ap.error("--frames must be at least 2 (the shuffles need two)")
-    import h5py
     import torch
 
+    from vlabench.data.layout import read_lowdim_by_shard
     from vlabench.data.manifest import load_manifest, manifest_episodes
+    from vlabench.data.shards import read_episode
     from vlabench.models.rt2 import RT2Policy
     from vlabench.models.rt2.model import action_prompt, to_chw_uint8
     from vlabench.policy import make_policy
 
     torch.set_num_threads(1)
-    policy = make_policy(args.policy, "cpu")
+    try:
+        episodes = manifest_episodes(load_manifest(args.data))
+    except (OSError, ValueError) as e:
+        ap.error(f"--data {args.data}: {e}")
+    if not episodes:
+        ap.error(f"--data {args.data} holds no demos (write some with `vlabench collect --out {args.data}`)")
+    try:
+        policy = make_policy(args.policy, "cpu")
+    except (OSError, ValueError) as e:
+        ap.error(str(e))
     if not isinstance(policy, RT2Policy):
         ap.error(f"{args.policy} is not an RT-2 checkpoint ({type(policy).__name__})")
     model = policy.model
-    episodes = manifest_episodes(load_manifest(args.data))
     tokenize = model.action_tokenizer.encode
-    all_actions = []
-    for path in sorted({e["file"] for e in episodes}):
-        with h5py.File(f"{args.data}/{path}", "r") as f:
-            all_actions += [f["data"][k]["actions"][:] for k in f["data"]]
+    all_actions = [a for _, _, a in read_lowdim_by_shard(Path(args.data), episodes, False, [])]
     demo_bins = tokenize(torch.from_numpy(np.concatenate(all_actions)).float()).numpy()
 
     rng = np.random.default_rng(args.seed)
@@ -74,11 +81,10 @@ def main() -> None:
     images, actions, instructions = [], [], []
     for i in range(args.frames):
         e = episodes[picks[i % len(picks)]]
-        with h5py.File(f"{args.data}/{e['file']}", "r") as f:
-            g = f["data"][e["demo"]]
-            t = int(rng.integers(len(g["actions"])))
-            images.append(g["obs/image"][t]), actions.append(g["actions"][t])
-            instructions.append(str(g.attrs["instruction"]))
+        rec = read_episode(Path(args.data) / e["file"], e["demo"])
+        t = int(rng.integers(len(rec["actions"])))
+        images.append(rec["obs"]["image"][t]), actions.append(rec["actions"][t])
+        instructions.append(str(rec["attrs"]["instruction"]))
     images = to_chw_uint8(np.stack(images))
     bins = tokenize(torch.from_numpy(np.stack(actions)).float())
     targets = model.vocab.action_target(bins)
