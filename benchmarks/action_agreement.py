@@ -59,10 +59,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from vlabench.policy import make_policy
+    from vlabench.agents.spec import PolicySpec
 
     torch.set_num_threads(1)
-    policy = make_policy(args.policy, args.device, **dict(o.split("=", 1) for o in args.option))
+    policy = PolicySpec.parse(args.policy, args.option).build(args.device)
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"policy {args.policy}, seeds {seeds}\n\n| cell | steps | abs error dx | dy | dz | cosine (moving steps) | "
           "gripper sign agrees |\n|---|---:|---:|---:|---:|---:|---:|")

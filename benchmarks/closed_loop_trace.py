@@ -39,10 +39,10 @@ def main() -> None:
     from vlabench.contracts import single_obs_batch
     from vlabench.data.video import caption
     from vlabench.env import make_env
-    from vlabench.policy import make_policy
+    from vlabench.agents.spec import PolicySpec
 
     torch.set_num_threads(1)
-    policy = make_policy(args.policy, "cpu", **dict(o.split("=", 1) for o in args.option))
+    policy = PolicySpec.parse(args.policy, args.option).build("cpu")
     env = make_env(args.task, split=args.split)
     obs, _ = env.reset(seed=args.seed)
     u = env.unwrapped

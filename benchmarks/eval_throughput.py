@@ -111,8 +111,9 @@ def rss_mb() -> float:
 
 
 def soak(args) -> None:
+    from vlabench.agents.builtin import ExpertPolicy
+    from vlabench.contracts import Traits
     from vlabench.eval.workers import EnvSlot, run_episode_inline
-    from vlabench.policy import ExpertPolicy
 
     slot = EnvSlot({"image_size": args.image_size, "wrist_size": args.image_size, "max_steps": args.max_steps})
     policy = ExpertPolicy()
@@ -122,7 +123,7 @@ def soak(args) -> None:
           f"{args.image_size}px, max_steps {args.max_steps}; warm-up {args.soak_warmup} episodes")
     for i in range(args.soak):
         ep = {"task": TASKS[i % len(TASKS)], "split": "seen", "index": i, "seed": 1_500_000 + i}
-        rec = run_episode_inline(slot, policy, ep, need_expert=True)
+        rec = run_episode_inline(slot, policy, ep, Traits.of(policy))
         succ += rec["success"]
         errors += rec["status"] == "error"
         n = i + 1

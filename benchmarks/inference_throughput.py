@@ -139,7 +139,7 @@ def synthetic_batch(n: int, first: bool, image_size: int = 128, wrist_size: int 
     return {"image": rng.integers(0, 255, (n, image_size, image_size, 3), dtype=np.uint8),
             "wrist_image": rng.integers(0, 255, (n, wrist_size, wrist_size, 3), dtype=np.uint8),
             "state": rng.normal(size=(n, 8)).astype(np.float32), "instruction": ["pick up the red block"] * n,
-            "slot": np.arange(n), "is_first": np.full(n, first), "seed": np.arange(n), "index": np.arange(n),
+            "slot": np.arange(n), "is_first": np.full(n, first), "rng_seed": np.arange(n), "seed": np.arange(n), "index": np.arange(n),
             "task": ["pick"] * n, "split": ["seen"] * n}
 
 
@@ -148,10 +148,11 @@ def act_latency(policy: str, device: str, batches: list[int], steps: int = 8, th
     per batch size, the first call of fresh episodes (a chunked policy samples there) and the mean over
     ``steps`` calls (a full chunk), after one warm-up episode step. ``threads``: torch intra-op threads
     (1, as the harness gives act when its workers hold the other cores; None = torch's default)."""
+    from vlabench.agents.spec import PolicySpec
     from vlabench.eval.local import torch_threads
     from vlabench.eval.runtime import build_policy
 
-    pol, ctx = build_policy(policy, device, False, {})
+    pol, ctx = build_policy(PolicySpec.parse(policy), device, False)
     with torch_threads(threads):
         return _latency_rows(pol, ctx, device, batches, steps)
 

@@ -56,7 +56,7 @@ def main() -> None:
     from vlabench.data.shards import read_episode
     from vlabench.models.rt2 import RT2Policy
     from vlabench.models.rt2.model import action_prompt, to_chw_uint8
-    from vlabench.policy import make_policy
+    from vlabench.agents.spec import PolicySpec
 
     torch.set_num_threads(1)
     try:
@@ -66,7 +66,7 @@ def main() -> None:
     if not episodes:
         ap.error(f"--data {args.data} holds no demos (write some with `vlabench collect --out {args.data}`)")
     try:
-        policy = make_policy(args.policy, "cpu")
+        policy = PolicySpec.parse(args.policy).build("cpu")
     except (OSError, ValueError) as e:
         ap.error(str(e))
     if not isinstance(policy, RT2Policy):

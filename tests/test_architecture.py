@@ -22,7 +22,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("env",),
     ("suite",),
     ("data",),
-    ("policy", "wrappers"),
+    ("agents", "wrappers"),
     ("train",),
     ("eval",),
     ("report",),
@@ -159,5 +159,5 @@ def test_module_and_function_sizes(module):
 
 
 def test_the_walker_sees_lazy_imports():
-    # vlabench.policy imports the checkpoint loader inside make_policy only
-    assert "vlabench.models.checkpoint" in GRAPH["vlabench.policy"]
+    # vlabench.agents.spec imports the checkpoint loader inside PolicySpec.build/describe only
+    assert "vlabench.models.checkpoint" in GRAPH["vlabench.agents.spec"]

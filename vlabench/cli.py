@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tyro.conf import Positional
 
+from vlabench.contracts import UserError
+
 # name -> (module, config class or parser function, run function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "tasks": ("vlabench.cli", "TasksConfig", "run_tasks", "list task families, their splits and example instructions"),
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         else:  # a parser function (train: the options depend on the recipe)
             cfg = parse(rest)
         fn(cfg)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (UserError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"vlabench {name}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:

@@ -35,12 +35,24 @@ from vlabench.sim import camera
 from vlabench.sim import constants as C
 from vlabench.sim.objects import spawn
 from vlabench.sim.world import World
-from vlabench.tasks import get_task
+from vlabench.tasks import TASKS, get_task
 from vlabench.tasks.base import object_pool
 
 CHARSET = string.ascii_letters + string.digits + " ,.?!'-+=*/()"
 """Characters an instruction may contain (the Text space's charset)."""
 MAX_IMAGE_SIZE = 512
+PRIVILEGED_TASKS = tuple(TASKS)
+"""The families of the privileged state's one-hot: those registered when vlabench.env was imported (a
+family registered later gets an all-zero one-hot, so the state's size never changes in a process)."""
+PRIVILEGED_FIELDS = (("ee_pos", 3), ("ee_quat", 4), ("gripper", 1), ("target_pos", 3), ("target_quat", 4),
+                     ("goal_pos", 3), ("has_goal", 1), ("target_minus_ee", 3), ("goal_minus_target", 3),
+                     ("task_onehot", len(PRIVILEGED_TASKS)))
+"""Layout of ``TabletopEnv.privileged_state()``, in order: the proprioceptive ``state`` (ee xyz, quaternion
+xyzw, gripper opening), the target object's base pose, the goal's position (``Task.goal_position``: the
+named pad, container, base or reference object, or push's region; the target's own position and
+``has_goal`` = 0 for pick-like families), two differences, and the task family one-hot in ``TASKS`` order.
+Positions are world metres (robot base at the origin, table centre near x = 0.5)."""
+PRIVILEGED_DIM = sum(n for _, n in PRIVILEGED_FIELDS)
 
 
 class InstructionSpace(spaces.Text):
@@ -135,7 +147,8 @@ class TabletopEnv(gym.Env):
                  renderer: str = "tiny", max_steps: int | None = None, depth: bool = False,
                  segmentation: bool = False, terminate_on_success: bool = True,
                  render_mode: str | None = "rgb_array", objects: list[str] | None = None,
-                 distractors: tuple[int, int] | None = None, front_fov: float = camera.FRONT_FOV) -> None:
+                 distractors: tuple[int, int] | None = None, front_fov: float = camera.FRONT_FOV,
+                 privileged_state: bool = False) -> None:
         self.task = get_task(task)
         if split is None:
             # "seen" where the family has it; the reasoning families (relational, math, category) exist
@@ -156,7 +169,8 @@ class TabletopEnv(gym.Env):
         self.kwargs = dict(task=task, split=split, image_size=image_size, wrist_size=wrist_size, renderer=renderer,
                            max_steps=max_steps, depth=depth, segmentation=segmentation,
                            terminate_on_success=terminate_on_success, objects=objects, distractors=distractors,
-                           front_fov=front_fov)
+                           front_fov=front_fov, privileged_state=privileged_state)
+        self.privileged = bool(privileged_state)
         self.front_fov = float(front_fov)
         self.image_size, self.wrist_size = int(image_size), int(wrist_size)
         self.max_steps = int(max_steps or self.task.max_steps)
@@ -172,6 +186,8 @@ class TabletopEnv(gym.Env):
                                 np.array([2, 2, 2, 1, 1, 1, 1, 0.1], np.float32), dtype=np.float32),
             "instruction": InstructionSpace(max_length=256, min_length=1, charset=CHARSET),
         }
+        if self.privileged:
+            obs["privileged"] = spaces.Box(-np.inf, np.inf, (PRIVILEGED_DIM,), np.float32)
         if depth:
             obs["depth"] = spaces.Box(0, 10.0, (self.image_size, self.image_size), np.float32)
         if segmentation:
@@ -244,6 +260,22 @@ class TabletopEnv(gym.Env):
         """``(K, 7)`` float32 poses of the scene objects, in scene order."""
         return self.world.poses([o.body for o in self.scene.objects])
 
+    def privileged_state(self) -> np.ndarray:
+        """The low-dim privileged state ``(PRIVILEGED_DIM,)`` float32 (layout in ``PRIVILEGED_FIELDS``):
+        what a policy would see if perception were solved. The ``privileged`` observation key when the
+        env is built with ``privileged_state=True``; collection records it in every demo."""
+        robot = self.world.robot.state()
+        target = self.scene.by_role("target")
+        t_pos, t_orn = p.getBasePositionAndOrientation(target.body, physicsClientId=self.world.client)
+        goal = self.task.goal_position(self, self.scene)
+        has_goal = goal is not None
+        goal = np.asarray(goal if has_goal else t_pos, np.float32)
+        task = np.zeros(len(PRIVILEGED_TASKS), np.float32)
+        if self.task.name in PRIVILEGED_TASKS:
+            task[PRIVILEGED_TASKS.index(self.task.name)] = 1.0
+        return np.concatenate([robot, t_pos, t_orn, goal, [float(has_goal)], np.subtract(t_pos, robot[:3]),
+                               goal - np.asarray(t_pos), task]).astype(np.float32)
+
     def scene_info(self) -> dict:
         """Objects with names, colours, sizes, categories, positions, kinds and front-image pixels."""
         poses = self.object_poses()
@@ -270,6 +302,8 @@ class TabletopEnv(gym.Env):
                               self.world.scenery)
         obs = {"image": front.rgb, "wrist_image": wrist.rgb, "state": self.world.robot.state(),
                "instruction": self.scene.instruction}
+        if self.privileged:
+            obs["privileged"] = self.privileged_state()
         if self.depth:
             obs["depth"] = front.depth
         if self.segmentation:

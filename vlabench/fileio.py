@@ -129,3 +129,13 @@ def exclusive_folder(folder: str | os.PathLike, command: str) -> Iterator[Path]:
         yield folder
     finally:
         os.close(fd)
+def portable_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies inside it (results then read the same
+    on every machine that runs from a checkout), else absolute."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+

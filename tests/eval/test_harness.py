@@ -76,7 +76,8 @@ def test_results_provenance_and_videos(expert_runs) -> None:
         assert key in res, key
     assert set(res["suite"]) >= {"name", "path", "manifest_hash", "n_episodes"}
     assert res["suite"]["n_episodes"] == 16 and res["complete"] is True
-    assert res["policy"] == {"name": "expert", "checkpoint": None, "checkpoint_hash": None, "options": {}}
+    assert res["policy"] == {"name": "expert", "kind": "builtin", "checkpoint": None, "checkpoint_hash": None,
+                             "options": {}}
     assert res["renderer"] == "tiny" and res["git_sha"] and res["pybullet_version"]
     cell = res["cells"][0]
     assert set(cell) == {"task", "split", "n", "successes", "errors", "rate", "ci95"}
@@ -126,7 +127,7 @@ def test_git_sha_is_taken_at_start_and_resumes_append(tmp_path, monkeypatch) -> 
 class FlakyPolicy:
     """The noop policy, except that act raises whenever a given episode seed is in the batch."""
 
-    needs_expert = False
+    needs_episode_info = True
 
     def __init__(self, bad_seed: int) -> None:
         self.bad_seed = bad_seed
@@ -143,11 +144,9 @@ class FlakyPolicy:
 
 
 def test_policy_exception_is_recorded_as_error(tmp_path, monkeypatch) -> None:
-    import vlabench.policy
-
-    monkeypatch.setattr(vlabench.policy, "make_policy", lambda spec, device, **kw: FlakyPolicy(SEED0 + 1))
     suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"]}, per_cell=3, max_steps=4)
-    res = run(EvalConfig(suite=suite, policy="noop", workers=2, out=tmp_path / "out"))
+    res = run(EvalConfig(suite=suite, workers=2, out=tmp_path / "out"), policy=FlakyPolicy(SEED0 + 1))
+    assert res["policy"]["name"] == f"{FlakyPolicy.__module__}:FlakyPolicy" and res["policy"]["kind"] == "instance"
     recs = {r["seed"]: r for r in read_jsonl(tmp_path / "out" / "episodes.jsonl")}
     assert sorted(recs) == [SEED0, SEED0 + 1, SEED0 + 2]
     assert recs[SEED0 + 1]["status"] == "error" and "boom" in recs[SEED0 + 1]["error"]
@@ -264,7 +263,7 @@ def test_checkpoint_policy_is_loaded_and_hashed(tmp_path, monkeypatch) -> None:
                            EvalTinyConfig(), {}, stats, {"manifest_hash": "test"})
     suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"]}, per_cell=2, max_steps=3)
     res = run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "out", bf16=True))
-    assert res["policy"] == {"name": "evaltiny", "checkpoint": str(ckpt.resolve()),
+    assert res["policy"] == {"name": "evaltiny", "kind": "checkpoint", "checkpoint": str(ckpt.resolve()),
                              "checkpoint_hash": checkpoint_hash(ckpt), "options": {}}
     recs = read_jsonl(tmp_path / "out" / "episodes.jsonl")
     assert [(r["status"], r["steps"]) for r in recs] == [("ok", 3), ("ok", 3)], recs

@@ -18,7 +18,7 @@ import pytest
 from eval_suites import write_suite as write_eval_suite
 from vlabench.eval.harness import EvalConfig, run
 from vlabench.eval.workers import FAULT_ENV
-from vlabench.policy import RandomPolicy
+from vlabench.agents.builtin import RandomPolicy
 
 SEED0 = 1_200_000
 
@@ -60,11 +60,8 @@ class RecordingRandom(RandomPolicy):
 
 
 def run_recorded(monkeypatch, suite: Path, out: Path, **kw) -> tuple[dict, RecordingRandom]:
-    import vlabench.policy
-
     policy = RecordingRandom()
-    monkeypatch.setattr(vlabench.policy, "make_policy", lambda spec, device, **_: policy)
-    run(EvalConfig(suite=suite, policy="random", out=out, **kw))
+    run(EvalConfig(suite=suite, out=out, **kw), policy=policy)
     return records(out), policy
 
 
@@ -203,14 +200,12 @@ class ThreadProbe(RandomPolicy):
 def test_act_threads_apply_during_the_run_only(tmp_path, monkeypatch, act_threads) -> None:
     import torch
 
-    import vlabench.policy
     from vlabench.eval.local import act_threads as resolve
 
     policy = ThreadProbe()
-    monkeypatch.setattr(vlabench.policy, "make_policy", lambda spec, device, **_: policy)
     suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"]}, per_cell=2, max_steps=2)
     before = torch.get_num_threads()
-    run(EvalConfig(suite=suite, policy="random", workers=2, act_threads=act_threads, out=tmp_path / "out"))
+    run(EvalConfig(suite=suite, workers=2, act_threads=act_threads, out=tmp_path / "out"), policy=policy)
     cores = len(os.sched_getaffinity(0))
     assert policy.threads == {act_threads or max(1, cores - 2)}
     assert torch.get_num_threads() == before

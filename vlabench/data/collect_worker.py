@@ -80,12 +80,13 @@ def rollout(env, ep: Episode, noise: float, suite_name: str, env_kwargs: dict, p
     from vlabench.experts.base import Perturbation
 
     obs, info = env.reset(seed=ep.seed)
-    images, wrists, states, actions, executed_actions, poses = [], [], [], [], [], []
+    images, wrists, states, actions, executed_actions, poses, privileged = [], [], [], [], [], [], []
     success, perturbation = False, Perturbation(perturb, ep.seed)
     for _ in range(env.max_steps):
         action = env.expert_action(noise)
         images.append(obs["image"]), wrists.append(obs["wrist_image"]), states.append(obs["state"])
         poses.append(env.object_poses())
+        privileged.append(env.privileged_state())
         actions.append(action)
         executed = perturbation(action)
         executed_actions.append(executed)
@@ -94,7 +95,8 @@ def rollout(env, ep: Episode, noise: float, suite_name: str, env_kwargs: dict, p
         if terminated or truncated:
             break
     return {
-        "obs": {"image": np.stack(images), "wrist_image": np.stack(wrists), "state": np.stack(states)},
+        "obs": {"image": np.stack(images), "wrist_image": np.stack(wrists), "state": np.stack(states),
+                "privileged": np.stack(privileged)},
         "actions": np.stack(actions).astype(np.float32),
         "sim": {"object_poses": np.stack(poses),
                 **({"executed_actions": np.stack(executed_actions).astype(np.float32)} if perturb > 0 else {})},

@@ -11,6 +11,7 @@ Sample i is frame t of some episode (every frame of every selected episode is on
     instruction   str,  task  str
     goal_image    uint8   (3, H, W)         frame t+goal_offset clamped to the last frame
                                             (only when goal_offset is set)
+    privileged    float32 (n_obs, P)        the privileged low-dim state (only with privileged=True)
 
 Normalization is the model's job (`stats`). Episodes are ordered by their sorted key
 (task, split, index, seed), so `episodes=[...]` subsets are stable however the data was sharded.
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlabench.data.layout import CorruptShardError, EpisodeKey, read_lowdim_by_shard
+from vlabench.data.layout import CorruptShardError, EpisodeKey, read_lowdim_by_shard, read_obs_arrays
 from vlabench.data.manifest import (
     dir_lock,
     episode_key,
@@ -63,11 +64,12 @@ class DemoDataset(Dataset):
     skip_bad: skip unreadable or changed shards with a warning instead of raising CorruptShardError.
     image_keys: which camera streams to return (subset of "image", "wrist_image").
     verify: re-hash every shard against its recorded checksum first (see manifest.verify_dataset).
+    privileged: also return ``obs/privileged`` (read once, like states); KeyError for demos without it.
     """
 
     def __init__(self, root: Path | str, n_obs: int = 1, horizon: int = 1, goal_offset: int | None = None,
                  episodes: Sequence[int] | None = None, cache: bool = False, skip_bad: bool = False,
-                 image_keys: Sequence[str] = IMAGE_KEYS, verify: bool = False):
+                 image_keys: Sequence[str] = IMAGE_KEYS, verify: bool = False, privileged: bool = False):
         if n_obs < 1 or horizon < 1 or (goal_offset is not None and goal_offset < 0):
             raise ValueError(f"need n_obs >= 1, horizon >= 1, goal_offset None or >= 0; got "
                              f"{n_obs}, {horizon}, {goal_offset}")
@@ -77,6 +79,7 @@ class DemoDataset(Dataset):
         self.root = Path(root)
         self.n_obs, self.horizon, self.goal_offset = n_obs, horizon, goal_offset
         self.image_keys = tuple(image_keys)
+        self.privileged = bool(privileged)
         self._read_keys = tuple(dict.fromkeys(self.image_keys + (("image",) if goal_offset is not None else ())))
         manifest = load_manifest(self.root, skip_bad=skip_bad, verify=verify)
         all_eps = manifest_episodes(manifest)
@@ -121,7 +124,15 @@ class DemoDataset(Dataset):
         bad: list[str] = []
         for ep, state, actions in read_lowdim_by_shard(self.root, chosen, skip_bad, bad):
             ep["state"], ep["actions"] = state.astype(np.float32), actions.astype(np.float32)
-        return [ep for ep in chosen if ep["file"] not in bad]
+        kept = [ep for ep in chosen if ep["file"] not in bad]
+        if self.privileged:
+            by_file: dict[str, list[dict]] = {}
+            for ep in kept:
+                by_file.setdefault(ep["file"], []).append(ep)
+            for file, eps in by_file.items():
+                for ep, a in zip(eps, read_obs_arrays(self.root / file, [ep["demo"] for ep in eps], "privileged")):
+                    ep["privileged"] = a.astype(np.float32)
+        return kept
 
     # ---- public API -------------------------------------------------------------------------
     @property
@@ -173,6 +184,8 @@ class DemoDataset(Dataset):
         for key in self.image_keys:
             sample[key] = torch.from_numpy(self._frames(ep, key, obs_idx)).permute(0, 3, 1, 2).contiguous()
         sample["state"] = torch.from_numpy(ep["state"][obs_idx])
+        if self.privileged:
+            sample["privileged"] = torch.from_numpy(ep["privileged"][obs_idx])
         sample["action"] = torch.from_numpy(ep["actions"][np.minimum(act_idx, last)])
         sample["action_is_pad"] = torch.from_numpy(act_idx > last)
         sample["instruction"] = ep["instruction"]

@@ -42,6 +42,7 @@ __all__ = [
     "EpisodeKey",
     "file_sha256",
     "read_lowdim",
+    "read_obs_arrays",
     "read_lowdim_by_shard",
 ]
 
@@ -71,6 +72,21 @@ def read_lowdim(path: Path | str, demos: list[str]) -> list[tuple[np.ndarray, np
         with h5py.File(path, "r") as f:
             return [(f["data"][d]["obs/state"][()], f["data"][d]["actions"][()]) for d in demos]
     except (OSError, KeyError, ValueError) as e:
+        raise CorruptShardError(path, f"{type(e).__name__}: {e}") from e
+
+
+def read_obs_arrays(path: Path | str, demos: list[str], key: str) -> list[np.ndarray]:
+    """``obs/<key>`` of each demo of one shard (a low-dim stream such as ``privileged``). A demo without
+    the stream raises KeyError naming it (demos collected before the stream existed)."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [d for d in demos if key not in f["data"][d]["obs"]]
+            if missing:
+                raise KeyError(f"{path} {missing[0]} has no obs/{key} (collected before vlabench recorded it; "
+                               "collect the demos again)")
+            return [f["data"][d]["obs"][key][()] for d in demos]
+    except (OSError, ValueError) as e:
         raise CorruptShardError(path, f"{type(e).__name__}: {e}") from e
 
 

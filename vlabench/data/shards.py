@@ -22,6 +22,8 @@ Inside every .h5 file (robomimic's layout; robomimic 0.3's SequenceDataset opens
         obs/image        (T,H,W,3) uint8, chunks (1,H,W,3), gzip level 4
         obs/wrist_image  (T,h,w,3) uint8, chunks (1,h,w,3), gzip level 4
         obs/state        (T,8) float32
+        obs/privileged   (T,P) float32        the low-dim privileged state (vlabench.env.PRIVILEGED_FIELDS);
+                                              in demos collected since it exists
         actions          (T,7) float32        (obs_t is the observation before actions_t)
         sim/object_poses (T,K,7) float32      (xyz + quat xyzw per scene object)
         sim/executed_actions (T,7) float32    only in DART demos (collect --perturb): what the env ran;

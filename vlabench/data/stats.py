@@ -3,7 +3,8 @@
 Format (the contract every model and checkpoint relies on)::
 
     {"action": {"min": [7], "max": [7], "q01": [7], "q99": [7], "mean": [7], "std": [7]},
-     "state":  {same keys, 8 values each}}
+     "state":  {same keys, 8 values each},
+     "privileged": {same keys, P values each}}   only when every demo records obs/privileged
 
 Computed over every frame of every (unique, readable) episode. Quantiles use numpy's default
 linear interpolation; std is the population std (ddof=0). Frames are accumulated per episode and
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlabench.data.layout import ACTION_DIM, STATE_DIM, read_lowdim_by_shard
+from vlabench.data.layout import ACTION_DIM, STATE_DIM, read_lowdim_by_shard, read_obs_arrays
 from vlabench.data.manifest import dir_lock, manifest_episodes, set_stats_hash
 from vlabench.fileio import write_json_atomic
 
@@ -49,14 +50,20 @@ class StatsAccumulator:
     def __init__(self) -> None:
         self._actions: list[np.ndarray] = []
         self._states: list[np.ndarray] = []
+        self._privileged: list[np.ndarray] | None = []
+        """None once a demo without the privileged stream was seen."""
 
-    def update(self, actions: np.ndarray, states: np.ndarray) -> None:
+    def update(self, actions: np.ndarray, states: np.ndarray, privileged: np.ndarray | None = None) -> None:
         actions, states = np.asarray(actions), np.asarray(states)
         if actions.ndim != 2 or actions.shape[1] != ACTION_DIM or states.ndim != 2 or states.shape[1] != STATE_DIM:
             raise ValueError(f"expected actions (T,{ACTION_DIM}) and states (T,{STATE_DIM}), "
                              f"got {actions.shape} and {states.shape}")
         self._actions.append(actions)
         self._states.append(states)
+        if privileged is None or self._privileged is None:
+            self._privileged = None
+        else:
+            self._privileged.append(np.asarray(privileged))
 
     @property
     def n_frames(self) -> int:
@@ -65,8 +72,11 @@ class StatsAccumulator:
     def result(self) -> dict:
         if not self._actions:
             raise ValueError("no frames to compute statistics over (empty dataset?)")
-        return {"action": array_stats(np.concatenate(self._actions)),
-                "state": array_stats(np.concatenate(self._states))}
+        out = {"action": array_stats(np.concatenate(self._actions)),
+               "state": array_stats(np.concatenate(self._states))}
+        if self._privileged and len({p.shape[1:] for p in self._privileged}) == 1:
+            out["privileged"] = array_stats(np.concatenate(self._privileged))
+        return out
 
 
 def compute_stats(root: Path | str, manifest: dict, skip_bad: bool = False) -> dict:
@@ -81,9 +91,24 @@ def compute_stats(root: Path | str, manifest: dict, skip_bad: bool = False) -> d
 def _compute(root: Path, manifest: dict, skip_bad: bool) -> tuple[dict, list[str]]:
     """(stats, files left out because unreadable)."""
     acc, skipped = StatsAccumulator(), []
-    for _, state, actions in read_lowdim_by_shard(root, manifest_episodes(manifest), skip_bad, skipped):
-        acc.update(actions, state)
+    privileged: dict[tuple[str, str], np.ndarray | None] = {}
+    read: set[str] = set()
+    for ep, state, actions in read_lowdim_by_shard(root, manifest_episodes(manifest), skip_bad, skipped):
+        if ep["file"] not in read:
+            read.add(ep["file"])
+            privileged.update(_privileged_of_shard(root, ep["file"], manifest))
+        acc.update(actions, state, privileged.get((ep["file"], ep["demo"])))
     return acc.result(), skipped
+
+
+def _privileged_of_shard(root: Path, file: str, manifest: dict) -> dict[tuple[str, str], np.ndarray | None]:
+    """obs/privileged of every demo of one shard (None for all of them when a demo lacks it)."""
+    demos = [ep["demo"] for e in manifest["shards"] if e["file"] == file for ep in e["episodes"]]
+    try:
+        arrays = read_obs_arrays(root / file, demos, "privileged")
+    except KeyError:
+        return {(file, d): None for d in demos}
+    return dict(zip(((file, d) for d in demos), arrays))
 
 
 def load_stats(root: Path | str) -> dict:

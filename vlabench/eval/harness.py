@@ -17,10 +17,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vlabench.eval import provenance
 from vlabench.eval.results import RunRecord, Tally, load_previous, success_table
-from vlabench.eval.runtime import build_policy, observation_mismatch, policy_options, resolve_device
+from vlabench.agents.spec import PolicySpec
+from vlabench.eval.runtime import build_policy, observation_mismatch, resolve_device
 from vlabench.eval.video import CANDIDATES_DIR, VIDEOS_DIR, finalize_videos, video_candidates, video_stem
 from vlabench.fileio import exclusive_folder
 from vlabench.suite import Suite, load_suite
@@ -36,7 +38,8 @@ class EvalConfig:
     suite: Path = Path("envs/smoke.toml")
     """benchmark suite file (envs/*.toml)"""
     policy: str = "expert"
-    """built-in policy (expert, random, noop, replay:DATASET_DIR) or a checkpoint directory"""
+    """built-in policy (expert, random, noop, replay:DATASET_DIR), a checkpoint directory, your own class as
+    package.module:ClassName, or a name registered in the vlabench.policies entry-point group"""
     workers: int = 1
     """env worker processes (local backend) or Ray actors (ray backend)"""
     envs_per_worker: int = 1
@@ -74,8 +77,9 @@ class EvalConfig:
     ray_gpus_per_actor: float = 0.25
     """GPU share each Ray actor reserves when device is cuda"""
     policy_option: list[str] = field(default_factory=list)
-    """inference options of a learned policy as KEY=VALUE, e.g. decode=mean for RT-1's expected-value
-    decoding; recorded in results.json, and a resume must use the same ones"""
+    """options as KEY=VALUE: inference options of a checkpoint's policy (e.g. decode=mean for RT-1's
+    expected-value decoding) or constructor arguments of your own class; recorded in results.json, and a
+    resume must use the same ones"""
     retry_errors: bool = False
     """on resume, run again the episodes that ended in an error (their records move to errors_retried.jsonl);
     without it a resume counts them as finished"""
@@ -134,31 +138,34 @@ def _renderer(cfg: EvalConfig, suite: Suite) -> tuple[str, str]:
     return "tiny", "default"
 
 
-def run(cfg: EvalConfig) -> dict:
+def run(cfg: EvalConfig, policy: PolicySpec | Any | None = None) -> dict:
     """Evaluate ``cfg.policy`` on ``cfg.suite``; returns the results dict (also written to out/results.json).
 
+    ``policy`` (from Python) overrides ``cfg.policy`` and ``cfg.policy_option``: a PolicySpec, or a ready
+    policy instance (recorded as its class, ``module:Class``; the Ray backend pickles it to its actors).
     Ctrl-C stops the run with a KeyboardInterrupt saying what is recorded and how to resume. Raises
     RuntimeError when every episode of the run errored (the results are written first).
     """
     suite = load_suite(cfg.suite)
     _check(cfg, suite)
+    spec = PolicySpec.of(cfg.policy, cfg.policy_option) if policy is None else PolicySpec.of(policy)
+    traits = spec.traits()
     episodes = suite.episodes[: cfg.max_episodes] if cfg.max_episodes else list(suite.episodes)
     renderer, renderer_from = _renderer(cfg, suite)
-    env_kwargs = {**suite.env_kwargs, "renderer": renderer}
+    env_kwargs = {**suite.env_kwargs, "renderer": renderer, **traits.env_kwargs()}
     device = resolve_device(cfg.device)
-    options = policy_options(cfg.policy_option)
-    policy_info = provenance.describe_policy(str(cfg.policy), options)
-    if policy_info["checkpoint"]:
+    policy_info = spec.describe()
+    if spec.kind == "checkpoint":
         for diff in observation_mismatch(str(cfg.policy), env_kwargs):
             print(f"warning: {cfg.policy} was trained on other observations than this suite gives ({diff})",
                   file=sys.stderr)
     out = Path(cfg.out) if cfg.out is not None else default_out(suite, policy_info)
-    with exclusive_folder(out, f"vlabench eval --suite {cfg.suite} --policy {cfg.policy}"):
+    with exclusive_folder(out, f"vlabench eval --suite {cfg.suite} --policy {spec.target}"):
         done, old = load_previous(out, suite, policy_info, env_kwargs, cfg.retry_errors)
         todo = [e for e in episodes if e.key not in done]
-        policy = act_ctx = None
+        built = act_ctx = None
         if todo and cfg.backend != "ray":  # build it before writing anything: a bad option leaves no results behind
-            policy, act_ctx = build_policy(str(cfg.policy), device, cfg.bf16, options)
+            built, act_ctx = build_policy(spec, device, cfg.bf16)
         fields = _provenance(cfg, policy_info, env_kwargs, device, renderer_from)
         if old is not None and not todo:  # nothing runs here: the record keeps the provenance of what ran it
             fields = {k: old.get(k, v) for k, v in fields.items()}
@@ -167,7 +174,7 @@ def run(cfg: EvalConfig) -> dict:
         record.write()  # provenance first: a killed run leaves a directory that can be checked and resumed
         cells = video_candidates(episodes, cfg.videos_per_cell)
         if todo:
-            _run_episodes(cfg, record, episodes, todo, env_kwargs, policy, act_ctx, cells)
+            _run_episodes(cfg, record, episodes, todo, env_kwargs, spec, built, act_ctx, cells)
         if cells:
             finalize_videos(out, cells, done, cfg.videos_per_cell)
         results = record.write()
@@ -201,8 +208,8 @@ def _overlap(cfg: EvalConfig) -> bool:
     return cfg.overlap == "on" or (cfg.overlap == "auto" and resolve_device(cfg.device) != "cpu")
 
 
-def _run_episodes(cfg: EvalConfig, record: RunRecord, episodes: list, todo: list, env_kwargs: dict, policy,
-                  act_ctx, cells: dict) -> None:
+def _run_episodes(cfg: EvalConfig, record: RunRecord, episodes: list, todo: list, env_kwargs: dict,
+                  spec: PolicySpec, policy, act_ctx, cells: dict) -> None:
     from tqdm import tqdm
 
     recorded = {e.key for eps in cells.values() for e in eps}
@@ -235,11 +242,11 @@ def _run_episodes(cfg: EvalConfig, record: RunRecord, episodes: list, todo: list
             if cfg.backend == "ray":
                 from vlabench.eval.ray_backend import run_ray
 
-                run_ray(cfg, todo_dicts, env_kwargs, video_path_for, on_record, deadline)
+                run_ray(cfg, spec, todo_dicts, env_kwargs, video_path_for, on_record, deadline)
             else:
                 from vlabench.eval.local import LocalBackend
 
-                LocalBackend(cfg.workers, env_kwargs, policy, bool(getattr(policy, "needs_expert", False)),
+                LocalBackend(cfg.workers, env_kwargs, policy, spec.traits(),
                              cfg.step_timeout_s, cfg.episode_timeout_s, act_ctx, video_path_for,
                              cfg.envs_per_worker, _overlap(cfg), cfg.act_threads).run(todo_dicts, on_record, deadline)
     except KeyboardInterrupt:

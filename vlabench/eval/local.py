@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from vlabench.contracts import new_record
+from vlabench.contracts import Traits, new_record
 from vlabench.eval.workers import ImageBuffers, WorkerHandle, mp_context, obs_batch, policy_actions, read_fault
 
 STARTUP_GRACE_S = 120.0
@@ -146,7 +146,7 @@ class LocalBackend:
     image_buffers = True
     """frames through shared memory (workers.ImageBuffers) instead of pickled replies; benchmarks flip it"""
 
-    def __init__(self, n_workers: int, env_kwargs: dict, policy: Any, need_expert: bool,
+    def __init__(self, n_workers: int, env_kwargs: dict, policy: Any, traits: Traits,
                  step_timeout_s: float, episode_timeout_s: float, act_ctx: Callable[[], Any],
                  video_path_for: Callable[[dict], str | None], envs_per_worker: int = 1,
                  overlap: bool = True, act_threads: int = 0) -> None:
@@ -155,7 +155,7 @@ class LocalBackend:
         self.n_workers, self.envs_per_worker, self.overlap = n_workers, envs_per_worker, overlap
         self.act_threads = act_threads
         self.env_kwargs, self.policy = env_kwargs, policy
-        self.need_expert, self.act_ctx, self.video_path_for = need_expert, act_ctx, video_path_for
+        self.traits, self.need_expert, self.act_ctx, self.video_path_for = traits, traits.needs_expert, act_ctx, video_path_for
         self.step_timeout_s, self.episode_timeout_s = step_timeout_s, episode_timeout_s
         self.restarts = 0
 
@@ -268,7 +268,7 @@ class LocalBackend:
     # -- one control step ----------------------------------------------------------------------
     def _act_and_step(self, ready: list[_Slot]) -> None:
         batch = obs_batch([s.reply for s in ready], [s.episode for s in ready], [s.index for s in ready],
-                          [s.first for s in ready], self.need_expert)
+                          [s.first for s in ready], self.traits)
         actions: list[np.ndarray | None] = [None] * len(ready)
         errors: list[str | None] = [None] * len(ready)
         try:

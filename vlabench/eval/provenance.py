@@ -1,16 +1,16 @@
-"""Where a result came from: the code (git sha), the packages, the device, and the policy (a built-in
-name, or a checkpoint with its hash)."""
+"""Where a result came from: the code (git sha), the packages and the device (the policy describes itself:
+``vlabench.agents.spec.PolicySpec.describe``)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
 from vlabench.devices import device_name
+from vlabench.fileio import portable_path
 
-__all__ = ["describe_policy", "device_name", "git_sha", "package_version", "portable_path"]
+__all__ = ["device_name", "git_sha", "package_version", "portable_path"]
 
 
 def git_sha() -> str:
@@ -34,35 +34,3 @@ def package_version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
-
-
-def portable_path(path: str | Path) -> str:
-    """``path`` relative to the working directory when it lies inside it (results then read the same
-    on every machine that runs from a checkout), else absolute."""
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
-
-
-def describe_policy(spec: str, options: dict | None = None) -> dict:
-    """{"name", "checkpoint", "checkpoint_hash", "options"} of a policy spec (hashing a checkpoint, not loading it)."""
-    from vlabench.policy import BUILTIN_POLICIES, is_builtin
-
-    if is_builtin(spec):
-        if options:
-            raise ValueError(f"policy options {sorted(options)} apply to checkpoints, not to the built-in {spec!r}")
-        return {"name": spec, "checkpoint": None, "checkpoint_hash": None, "options": {}}
-    if not Path(spec).exists():
-        raise ValueError(f"unknown policy {spec!r}; valid: {', '.join(BUILTIN_POLICIES)} "
-                         "(replay as 'replay:DATASET_DIR'), or an existing checkpoint directory")
-    from vlabench.models.checkpoint import CONFIG_FILE, checkpoint_hash, resolve_checkpoint_dir
-
-    path = resolve_checkpoint_dir(spec)
-    try:
-        name = json.loads((path / CONFIG_FILE).read_text()).get("model") or path.name
-    except (OSError, ValueError):
-        name = path.name
-    return {"name": str(name), "checkpoint": portable_path(path), "checkpoint_hash": checkpoint_hash(path),
-            "options": dict(options or {})}

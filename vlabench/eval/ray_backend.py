@@ -11,8 +11,8 @@ Running on a cluster::
         --workers 64 --device cuda --out results/run
 
 ``--workers`` is the number of Ray actors. Each actor reserves 1 CPU (and ``ray_gpus_per_actor`` of
-a GPU when ``--device cuda``), loads the policy itself from its spec (name or checkpoint path: the
-path must be readable on every node, e.g. a shared filesystem) and runs episodes with a local
+a GPU when ``--device cuda``), builds the policy itself from its PolicySpec (a checkpoint path must be
+readable on every node, e.g. a shared filesystem; an import string importable there) and runs episodes with a local
 single-slot loop (``workers.run_episode_inline``). The driver hands out one episode at a time and
 appends each returned record to episodes.jsonl at once, so resuming works exactly as with the local
 backend. Videos are encoded inside the actor and shipped back as MP4 bytes.
@@ -39,7 +39,8 @@ from typing import Any
 
 from vlabench.contracts import new_record
 from vlabench.fileio import write_bytes_atomic
-from vlabench.eval.runtime import build_policy, policy_options, resolve_device
+from vlabench.agents.spec import PolicySpec
+from vlabench.eval.runtime import build_policy, resolve_device
 
 ACTOR_STARTUP_GRACE_S = 300.0
 """Extra time an actor's first episode may take: process start, imports, loading the policy."""
@@ -57,11 +58,11 @@ def import_ray() -> Any:
 class EpisodeActor:
     """Holds one policy (built from its spec, on this node) and one EnvSlot; runs whole episodes."""
 
-    def __init__(self, policy_spec: str, device: str, env_kwargs: dict, bf16: bool, options: dict) -> None:
+    def __init__(self, spec: PolicySpec, device: str, env_kwargs: dict, bf16: bool) -> None:
         from vlabench.eval.workers import EnvSlot
 
-        self.policy, self.act_ctx = build_policy(policy_spec, resolve_device(device), bf16, options)
-        self.need_expert = bool(getattr(self.policy, "needs_expert", False))
+        self.policy, self.act_ctx = build_policy(spec, resolve_device(device), bf16)
+        self.traits = spec.traits()
         self.slot = EnvSlot(env_kwargs)
 
     def run(self, episode: dict, want_video: bool, episode_timeout_s: float) -> tuple[dict, bytes | None]:
@@ -70,14 +71,14 @@ class EpisodeActor:
         self.policy.reset(1)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "episode.mp4") if want_video else None
-            rec = run_episode_inline(self.slot, self.policy, episode, self.need_expert, path,
+            rec = run_episode_inline(self.slot, self.policy, episode, self.traits, path,
                                      episode_timeout_s, self.act_ctx)
             video = Path(path).read_bytes() if path and os.path.isfile(path) else None
         rec.pop("video", None)
         return rec, video
 
 
-def run_ray(cfg: Any, episodes: list[dict], env_kwargs: dict, video_path_for: Callable[[dict], str | None],
+def run_ray(cfg: Any, spec: PolicySpec, episodes: list[dict], env_kwargs: dict, video_path_for: Callable[[dict], str | None],
             on_record: Callable[[dict], None], deadline: float | None = None) -> None:
     """Run ``episodes`` on Ray actors; ``on_record(rec)`` for each as it returns (in completion order). After
     ``deadline`` (time.monotonic) no new episode is handed out."""
@@ -90,7 +91,7 @@ def run_ray(cfg: Any, episodes: list[dict], env_kwargs: dict, video_path_for: Ca
     actor_cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(EpisodeActor)
 
     def new_actor() -> Any:
-        return actor_cls.remote(str(cfg.policy), cfg.device, env_kwargs, cfg.bf16, policy_options(cfg.policy_option))
+        return actor_cls.remote(spec, cfg.device, env_kwargs, cfg.bf16)
 
     queue = deque(episodes)
     actors = [new_actor() for _ in range(min(max(1, cfg.workers), len(episodes)))]

@@ -7,20 +7,10 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from vlabench.agents.spec import PolicySpec
 from vlabench.devices import resolve_device
 
-__all__ = ["act_context", "build_policy", "policy_options", "resolve_device"]
-
-
-def policy_options(items: list[str]) -> dict[str, str]:
-    """["decode=mean", ...] -> {"decode": "mean"}; raises ValueError on an item without "="."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"policy option {item!r} must look like KEY=VALUE, e.g. decode=mean")
-        out[key] = value
-    return out
+__all__ = ["act_context", "build_policy", "resolve_device"]
 
 
 def act_context(device: str, bf16: bool, use_torch: bool) -> Callable[[], Any]:
@@ -41,12 +31,9 @@ def act_context(device: str, bf16: bool, use_torch: bool) -> Callable[[], Any]:
     return ctx
 
 
-def build_policy(spec: str, device: str, bf16: bool, options: dict) -> tuple[Any, Callable[[], Any]]:
+def build_policy(spec: PolicySpec, device: str, bf16: bool) -> tuple[Any, Callable[[], Any]]:
     """(policy, act context) for a policy spec on a resolved device."""
-    from vlabench.policy import is_builtin, make_policy
-
-    policy = make_policy(spec, device, **options)
-    return policy, act_context(device, bf16, use_torch=not is_builtin(spec))
+    return spec.build(device), act_context(device, bf16, use_torch=spec.uses_torch)
 
 
 OBSERVATION_OPTIONS = ("image_size", "wrist_size", "front_fov")
@@ -58,20 +45,19 @@ def observation_mismatch(checkpoint: str, env_kwargs: dict) -> list[str]:
     """``["image_size: trained on 96, evaluated at 128", ...]`` for a checkpoint whose training demos were
     recorded with other observation options than ``env_kwargs``; [] when they agree or are unknown."""
     import inspect
-    import json
 
     from vlabench.env import TabletopEnv
-    from vlabench.models.checkpoint import resolve_checkpoint_dir
+    from vlabench.models.checkpoint import read_dataset_info
 
     try:
-        trained = json.loads((resolve_checkpoint_dir(checkpoint) / "dataset.json").read_text()).get("env_kwargs")
+        trained = read_dataset_info(checkpoint).get("env_kwargs")
     except (OSError, ValueError):
         return []
     if not isinstance(trained, dict):
         return []
     defaults = {k: p.default for k, p in inspect.signature(TabletopEnv.__init__).parameters.items()}
     out = []
-    for key in OBSERVATION_OPTIONS:
+    for key in OBSERVATION_OPTIONS + ("privileged_state",):
         a, b = trained.get(key, defaults.get(key)), env_kwargs.get(key, defaults.get(key))
         if a != b:
             out.append(f"{key}: trained on {a}, evaluated at {b}")

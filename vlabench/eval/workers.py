@@ -46,13 +46,14 @@ from typing import Any
 
 import numpy as np
 
-from vlabench.contracts import ACTION_DIM, new_record
+from vlabench.contracts import (ACTION_DIM, OBSERVATION_KEYS, OPTIONAL_OBSERVATION_KEYS, Traits, new_record,
+                                policy_rng_seed)
 from vlabench.env import make_env
 from vlabench.processes import exit_reason
 
 FAULT_ENV = "VLABENCH_EVAL_FAULT"
 MAX_ENVS = 4
-OBS_KEYS = ("image", "wrist_image", "state", "instruction")
+OBS_KEYS = OBSERVATION_KEYS
 
 
 def read_fault() -> tuple[str, int] | None:
@@ -105,7 +106,7 @@ class EnvSlot:
         if self.video_path is not None:
             self.frames.append(obs["image"])
             self.wrists.append(obs["wrist_image"])
-        return {"obs": {k: obs[k] for k in OBS_KEYS}, "success": bool(info["success"]), "done": done,
+        return {"obs": {k: obs[k] for k in OBS_KEYS + OPTIONAL_OBSERVATION_KEYS if k in obs}, "success": bool(info["success"]), "done": done,
                 "steps": int(info["steps"]), "renderer": info["renderer"], "instruction": obs["instruction"],
                 "expert_action": (np.asarray(self.env.expert_action(), np.float32)
                                   if self.need_expert and not done else None),
@@ -337,8 +338,10 @@ def policy_actions(policy: Any, batch: dict, ctx: Callable[[], Any]) -> np.ndarr
 
 
 def obs_batch(replies: list[dict], episodes: list[dict], slots: list[int], first: list[bool],
-              need_expert: bool) -> dict:
-    """The ``obs_batch`` (vlabench.contracts.ObsBatch) for rows whose last worker replies are ``replies``."""
+              traits: Traits) -> dict:
+    """The ``obs_batch`` (vlabench.contracts.ObsBatch) for rows whose last worker replies are ``replies``:
+    the observation, ``slot``, ``is_first`` and ``rng_seed`` for every policy; the optional observation
+    keys, the episode metadata and the expert's action only for a policy whose ``traits`` ask for them."""
     batch = {
         "image": np.stack([r["obs"]["image"] for r in replies]),
         "wrist_image": np.stack([r["obs"]["wrist_image"] for r in replies]),
@@ -346,17 +349,21 @@ def obs_batch(replies: list[dict], episodes: list[dict], slots: list[int], first
         "instruction": [r["instruction"] for r in replies],
         "slot": np.asarray(slots, np.int64),
         "is_first": np.asarray(first, bool),
-        "seed": np.array([e["seed"] for e in episodes], np.int64),
-        "index": np.array([e["index"] for e in episodes], np.int64),
-        "task": [e["task"] for e in episodes],
-        "split": [e["split"] for e in episodes],
+        "rng_seed": np.array([policy_rng_seed(e["task"], e["split"], e["index"], e["seed"]) for e in episodes], np.int64),
     }
-    if need_expert:
+    for key in OPTIONAL_OBSERVATION_KEYS:
+        if key in traits.obs_keys:
+            batch[key] = np.stack([r["obs"][key] for r in replies]).astype(np.float32)
+    if traits.needs_episode_info:
+        batch.update(seed=np.array([e["seed"] for e in episodes], np.int64),
+                     index=np.array([e["index"] for e in episodes], np.int64),
+                     task=[e["task"] for e in episodes], split=[e["split"] for e in episodes])
+    if traits.needs_expert:
         batch["expert_action"] = np.stack([r["expert_action"] for r in replies]).astype(np.float32)
     return batch
 
 
-def run_episode_inline(slot: EnvSlot, policy: Any, episode: dict, need_expert: bool,
+def run_episode_inline(slot: EnvSlot, policy: Any, episode: dict, traits: Traits,
                        video_path: str | None = None, episode_timeout_s: float = float("inf"),
                        act_ctx: Callable[[], Any] = contextlib.nullcontext) -> dict:
     """Run one episode in this process with slot 0 of ``policy`` (Ray actors, the soak benchmark).
@@ -367,10 +374,10 @@ def run_episode_inline(slot: EnvSlot, policy: Any, episode: dict, need_expert: b
     t0 = time.monotonic()
     first = True
     try:
-        r = slot.reset(episode, need_expert, video_path)
+        r = slot.reset(episode, traits.needs_expert, video_path)
         rec["instruction"], rec["renderer"] = r["instruction"], r["renderer"]
         while True:
-            action = policy_actions(policy, obs_batch([r], [episode], [0], [first], need_expert), act_ctx)[0]
+            action = policy_actions(policy, obs_batch([r], [episode], [0], [first], traits), act_ctx)[0]
             first = False
             r = slot.step(action)
             rec["steps"] = r["steps"]

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlabench.contracts import UserError, coerce_option
 from vlabench.devices import resolve_device
 from vlabench.models import registry
 from vlabench.models.configs import config_from_dict
@@ -36,6 +37,10 @@ from vlabench.models.configs import config_from_dict
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 CONFIG_FILE = "config.json"
+DATASET_FILE = "dataset.json"
+STATS_FILE = "stats.json"
+TRAINER_STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
 
 
 def _is_complete(d: Path) -> bool:
@@ -68,6 +73,18 @@ def read_json(path: Path) -> Any:
 def read_config(path: str | Path) -> dict:
     """config.json of a checkpoint (or run) directory."""
     return read_json(resolve_checkpoint_dir(path) / CONFIG_FILE)
+
+
+def read_trainer_state(path: str | Path) -> dict:
+    """trainer_state.json of a checkpoint (or run) directory: step, epoch, RNG states ({} when absent)."""
+    f = resolve_checkpoint_dir(path) / TRAINER_STATE_FILE
+    return read_json(f) if f.is_file() else {}
+
+
+def read_dataset_info(path: str | Path) -> dict:
+    """dataset.json of a checkpoint (or run) directory: which demos trained it ({} when it has none)."""
+    f = resolve_checkpoint_dir(path) / DATASET_FILE
+    return read_json(f) if f.is_file() else {}
 
 
 def load_tensors(file: Path) -> dict[str, torch.Tensor]:
@@ -152,7 +169,7 @@ def load_model(dir: str | Path, device: str | torch.device = "cpu", *, use_ema: 
         raise ValueError(f"checkpoint {path} holds model {name!r}, expected {expect!r}")
     spec = registry.get_spec(name)
     model_cfg = config_from_dict(spec.config_cls, config.get("model_config", {}), f"{path / CONFIG_FILE} model_config")
-    stats = read_json(path / "stats.json")
+    stats = read_json(path / STATS_FILE)
     # Families turn off pretrained initializations the checkpoint's weights replace (configs.PresetConfig).
     model = spec.model_cls(model_cfg.for_loading() if hasattr(model_cfg, "for_loading") else model_cfg, stats)
     load_model_weights(model, path)
@@ -161,10 +178,10 @@ def load_model(dir: str | Path, device: str | torch.device = "cpu", *, use_ema: 
         check_state_dict_keys(path / EMA_FILE, model, ema, subset=True)
         model.load_state_dict(ema, strict=False)
     model.to(torch.device(resolve_device(str(device)))).eval()
-    optional = {n: read_json(path / n) if (path / n).is_file() else {} for n in ("trainer_state.json", "dataset.json")}
+    optional = {n: read_json(path / n) if (path / n).is_file() else {} for n in (TRAINER_STATE_FILE, DATASET_FILE)}
     info = CheckpointInfo(path=path, model_name=name, model_config=model_cfg,
                           train_config=config.get("train_config", {}), stats=stats,
-                          dataset=optional["dataset.json"], trainer_state=optional["trainer_state.json"],
+                          dataset=optional[DATASET_FILE], trainer_state=optional[TRAINER_STATE_FILE],
                           used_ema=ema is not None, vlabench_version=config.get("vlabench_version"))
     return model, info
 
@@ -185,24 +202,9 @@ def load_policy(path: str | Path, device: str | torch.device = "auto", **options
     valid = policy_option_names(cls)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"policy options {unknown} are not options of {cls.__name__}; valid: {', '.join(valid) or 'none'}")
+        raise UserError(f"policy options {unknown} are not options of {cls.__name__}; valid: {', '.join(valid) or 'none'}")
     params = inspect.signature(cls.__init__).parameters
-    return cls(model, dev, **{k: _as_type_of(params[k].default, v, k) for k, v in options.items()})
-
-
-def _as_type_of(default: Any, value: Any, name: str) -> Any:
-    if not isinstance(value, str) or isinstance(default, str) or default is inspect.Parameter.empty:
-        return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1")
-        if isinstance(default, (int, float)):
-            return type(default)(value)
-    except ValueError:
-        raise ValueError(f"policy option {name}={value!r} must be a {type(default).__name__}") from None
-    return value
+    return cls(model, dev, **{k: coerce_option(params[k].default, v, k) for k, v in options.items()})
 
 
 class CheckpointPolicy:

@@ -16,6 +16,7 @@ MODULES = {
     "diffusion": "vlabench.models.diffusion",
     "rt2": "vlabench.models.rt2",
     "goal-diffusion": "vlabench.models.goal_image",
+    "state-mlp": "vlabench.models.state_mlp",
 }
 
 

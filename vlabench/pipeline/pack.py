@@ -37,11 +37,11 @@ def _results_members(ctx: Context) -> list[Path]:
 
 
 def _checkpoint_files(ctx: Context, model: str) -> list[Path]:
-    from vlabench.models.checkpoint import resolve_checkpoint_dir
+    from vlabench.models.checkpoint import OPTIMIZER_FILE, resolve_checkpoint_dir
 
     try:
         return sorted(f for f in resolve_checkpoint_dir(ctx.train_dir(model)).iterdir()
-                      if f.is_file() and f.name != "optimizer.pt")
+                      if f.is_file() and f.name != OPTIMIZER_FILE)
     except FileNotFoundError:
         return []
 

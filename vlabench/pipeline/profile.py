@@ -202,7 +202,7 @@ def _check_files(p: Profile) -> None:
     for m in p.models:
         if not Path(m.recipe).is_file():
             raise FileNotFoundError(f"profile {p.path}: model {m.name!r} recipe {m.recipe} does not exist")
-    from vlabench.policy import BUILTIN_POLICIES
+    from vlabench.agents.builtin import BUILTIN_POLICIES
 
     bad = [b for b in p.baselines if b not in BUILTIN_POLICIES]
     if bad:

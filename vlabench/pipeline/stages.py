@@ -13,7 +13,6 @@ Pipeline directory ``OUT``::
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -129,10 +128,10 @@ def _train_spec(ctx: Context, m: ModelRun) -> dict:
 
 
 def _steps_done(run_dir: Path) -> int:
-    from vlabench.models.checkpoint import resolve_checkpoint_dir
+    from vlabench.models.checkpoint import read_trainer_state
 
     try:
-        return int(json.loads((resolve_checkpoint_dir(run_dir) / "trainer_state.json").read_text())["step"])
+        return int(read_trainer_state(run_dir)["step"])
     except (FileNotFoundError, KeyError, ValueError):
         return 0
 
@@ -249,7 +248,7 @@ def evaluate(ctx: Context) -> None:
     """Every selected model whose training is done, then the baselines, on the eval suite's one manifest."""
     from vlabench.eval.harness import EvalConfig
     from vlabench.eval.harness import run as run_eval
-    from vlabench.eval.provenance import describe_policy
+    from vlabench.agents.spec import PolicySpec
     from vlabench.suite import load_suite
 
     p = ctx.profile
@@ -261,7 +260,7 @@ def evaluate(ctx: Context) -> None:
             ctx.log(f"eval:{name}: skipped, its training is not done (run the train stage first)")
             continue
         options = list(p.model(name).options) if name not in p.baselines else []
-        desc = describe_policy(spec, dict(o.split("=", 1) for o in options))
+        desc = PolicySpec.parse(spec, options).describe()
         st = Stage(ctx.out, "eval", name)
         inputs = {"suite": suite.manifest_hash, "policy": desc["checkpoint_hash"] or name,
                   "options": value_hash(options), "max_episodes": str(p.eval.max_episodes)}

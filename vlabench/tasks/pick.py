@@ -44,6 +44,10 @@ class PickTask(Task):
         background = background_for(split, rng)
         return Scene(objects, background, self.describe(rng, split, target, others))
 
+    def goal_position(self, env, scene: Scene) -> None:
+        """None: a pick's goal is the lift itself (the relational family's reference is no goal either)."""
+        return None
+
     def success(self, env, scene: Scene) -> tuple[bool, dict]:
         target = scene.by_role("target")
         lift = float(pos(env, target)[2] - env.initial_z[target.body])

@@ -53,6 +53,11 @@ class PushTask(Task):
         text = self.instruction(split.phrasing, rng, obj=refer(target.name, target.synonyms, rng), region=phrase)
         return Scene(objects, background_for(split, rng), text, {"region": region})
 
+    def goal_position(self, env, scene: Scene) -> np.ndarray:
+        """The point the expert aims at inside the named region, at the target's starting height."""
+        target = scene.by_role("target")
+        return np.array([*REGION_GOALS[scene.goal["region"]], env.initial_z[target.body]])
+
     def success(self, env, scene: Scene) -> tuple[bool, dict]:
         target = scene.by_role("target")
         t = pos(env, target)

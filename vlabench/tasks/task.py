@@ -49,6 +49,25 @@ class Task:
         """(success, diagnostics) from the simulator state."""
         raise NotImplementedError
 
+    def goal_position(self, env, scene: Scene) -> np.ndarray | None:
+        """World xyz (3,) of where the target must go, for the privileged state; None for families whose
+        goal is a motion of the target alone (pick, and the reasoning families that reduce to a pick).
+
+        The default covers every family whose goal is an object: the named pad, else the container,
+        base or reference object. A family with another kind of goal overrides it (push: a region).
+        """
+        if "pad" in scene.goal:
+            return pos(env, scene.objects[scene.goal["pad"]])
+        for role in GOAL_ROLES:
+            obj = next((o for o in scene.objects if o.role == role), None)
+            if obj is not None:
+                return pos(env, obj)
+        return None
+
+
+GOAL_ROLES = ("container", "base", "reference")
+"""Object roles that are a family's goal, in the order ``Task.goal_position`` looks for them."""
+
 
 def pos(env, obj: SceneObject) -> np.ndarray:
     """World position of an object's base."""

@@ -33,7 +33,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from vlabench.models.checkpoint import CONFIG_FILE, EMA_FILE, MODEL_FILE
+from vlabench.models.checkpoint import (CONFIG_FILE, DATASET_FILE, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE, STATS_FILE,
+                                         TRAINER_STATE_FILE)
 from vlabench.models.configs import to_jsonable
 
 
@@ -166,15 +167,15 @@ def save_checkpoint(
             "model": model_name, "model_config": model_cfg, "train_config": train_cfg,
             "vlabench_version": vlabench.__version__,
         })
-        _write_json(tmp / "stats.json", stats)
-        _write_json(tmp / "dataset.json", dataset_info)
+        _write_json(tmp / STATS_FILE, stats)
+        _write_json(tmp / DATASET_FILE, dataset_info)
         if optimizer is not None or scheduler is not None or ema is not None:
             torch.save({
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "ema": ema.state_dict() if ema is not None else None,
-            }, tmp / "optimizer.pt")
-        _write_json(tmp / "trainer_state.json", trainer_state or {})
+            }, tmp / OPTIMIZER_FILE)
+        _write_json(tmp / TRAINER_STATE_FILE, trainer_state or {})
         _commit(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -194,7 +195,7 @@ def copy_checkpoint(src: str | Path, dst: str | Path) -> Path:
 
 def load_training_state(dir: str | Path) -> dict:
     """optimizer.pt as plain data. Refuses (ValueError) any file holding pickled arbitrary objects."""
-    path = Path(dir) / "optimizer.pt"
+    path = Path(dir) / OPTIMIZER_FILE
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

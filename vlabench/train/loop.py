@@ -14,7 +14,6 @@ RNG and the data position, so a killed run reproduces the loss curve of an unint
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -31,16 +30,19 @@ from tqdm.auto import tqdm
 
 from vlabench.devices import resolve_device
 from vlabench.models import registry
-from vlabench.models.checkpoint import load_ema_tensors, load_model_weights, resolve_checkpoint_dir
+from vlabench.models.checkpoint import (load_ema_tensors, load_model_weights, read_config, read_trainer_state,
+                                         resolve_checkpoint_dir)
 from vlabench.models.configs import to_jsonable
 from vlabench.train import checkpoint as ckpt
 from vlabench.train.config import TrainConfig
 from vlabench.train.data import (EpochBatchSampler, FixedBatchSampler, SeededDataset, episode_ids, make_dataset,
                                  read_dataset_meta, sample_seeds, seed_all, split_by_episode, to_device)
 from vlabench.train.ema import EMA
+from vlabench.train.errors import DivergedError, RunExistsError
 from vlabench.train.hooks import periodic_eval
 from vlabench.train.logger import MetricsLogger, MetricsWindow
 from vlabench.train.optim import build_optimizer
+
 
 
 class _LossModule(nn.Module):
@@ -170,7 +172,7 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"], shadow)
             else:
                 warnings.warn(f"{resume_dir} has no EMA state; the EMA restarts from the current weights")
-        ts = json.loads((resume_dir / "trainer_state.json").read_text())
+        ts = read_trainer_state(resume_dir)
         self.step = int(ts["step"])
         if "optimizer" not in state:  # put the lr schedule where it was
             with warnings.catch_warnings():
@@ -192,7 +194,7 @@ class Trainer:
             found = None
         if not resume:
             if found is not None:
-                raise FileExistsError(f"{self.out} already holds a checkpoint ({found}); pass --resume to "
+                raise RunExistsError(f"{self.out} already holds a checkpoint ({found}); pass --resume to "
                                       f"continue it or choose another --out")
             return None
         if found is None:
@@ -200,7 +202,7 @@ class Trainer:
         return found
 
     def _check_resume_config(self, d: Path) -> None:
-        conf = json.loads((d / "config.json").read_text())
+        conf = read_config(d)
         if conf.get("model") != self.name:
             raise ValueError(f"cannot resume {d}: it trains model {conf.get('model')!r}, the recipe says {self.name!r}")
         old, new = conf.get("model_config", {}), to_jsonable(self._saved_model_cfg())
@@ -284,7 +286,8 @@ class Trainer:
             loss, metrics = self.loss_module(batch)
         loss_v = float(loss.detach())
         if not math.isfinite(loss_v):
-            raise FloatingPointError(f"loss is {loss_v} at step {self.step + 1}; last checkpoint: {latest}")
+            raise DivergedError(f"loss is {loss_v} at step {self.step + 1}; last checkpoint: {latest} (lower the "
+                                "learning rate, or turn bf16 off)")
         loss.backward()
         if self.cfg.grad_clip > 0:
             metrics = {**metrics, "grad_norm": torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)}

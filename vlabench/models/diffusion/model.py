@@ -43,6 +43,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from vlabench.contracts import ACTION_DIM, STATE_DIM
+from vlabench.models.blocks.noise import Generators, randn
 from vlabench.models.blocks.unet1d import ConditionalUnet1D, check_horizon
 from vlabench.models.blocks.vision import ResNetKeypointEncoder
 from vlabench.models.configs import PresetConfig
@@ -266,11 +267,12 @@ class DiffusionModel(nn.Module):
         return loss, {"loss": float(loss.detach())}
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, generator: torch.Generator | None = None,
+    def sample(self, cond: torch.Tensor, generator: Generators = None,
                num_inference_steps: int | None = None, scheduler: str | None = None) -> torch.Tensor:
         """Denoise from Gaussian noise: cond ``(B, cond_dim)`` -> normalized actions ``(B, horizon, 7)``.
 
-        ``generator`` (any device) makes the noise reproducible; steps and sampler default to the config.
+        ``generator`` (any device; one for the batch or a list of B, one per row) makes the noise
+        reproducible; steps and sampler default to the config.
         """
         steps = self.cfg.num_inference_steps if num_inference_steps is None else num_inference_steps
         if not 1 <= steps <= self.cfg.num_train_timesteps:
@@ -278,14 +280,14 @@ class DiffusionModel(nn.Module):
         sched = self.make_scheduler(scheduler or self.cfg.scheduler)
         sched.set_timesteps(steps, device=cond.device)
         shape = (cond.shape[0], self.cfg.horizon, ACTION_DIM)
-        noise_device = generator.device if generator is not None else cond.device
-        x = torch.randn(shape, generator=generator, device=noise_device, dtype=cond.dtype).to(cond.device)
+        x = randn(shape, generator, cond.device, cond.dtype)
+        step_generator = list(generator) if isinstance(generator, (list, tuple)) else generator
         for t in sched.timesteps:
-            x = sched.step(self.unet(x, t, cond), t, x, generator=generator).prev_sample
+            x = sched.step(self.unet(x, t, cond), t, x, generator=step_generator).prev_sample
         return x
 
     @torch.no_grad()
-    def predict_action_chunk(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+    def predict_action_chunk(self, batch: Mapping[str, Any], generator: Generators = None) -> torch.Tensor:
         """Observation batch (as in :meth:`encode_obs`) -> env actions ``(B, horizon, 7)`` in [-1, 1]."""
         return self.unnormalize_action(self.sample(self.encode_obs(batch), generator=generator))
 

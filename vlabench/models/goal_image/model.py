@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlabench.models.blocks.noise import Generators
 from vlabench.models.configs import PresetConfig
 from vlabench.models.diffusion.model import DiffusionConfig
 from vlabench.models.goal_image import unet as goal_unet
@@ -288,7 +289,7 @@ class GoalImageModel(nn.Module):
     @torch.no_grad()
     def generate_goals(self, images: torch.Tensor, instructions: list[str], guidance_image: float | None = None,
                        guidance_text: float | None = None, n_steps: int | None = None,
-                       generator: torch.Generator | None = None, seed: int | None = None) -> torch.Tensor:
+                       generator: Generators = None, seed: int | None = None) -> torch.Tensor:
         """Current frames uint8 (B, 3, H, W) + instructions -> goal frames uint8 (B, 3, H, W).
 
         Deterministic given ``seed`` (or a CPU ``generator``); weights/steps default to the config.

@@ -19,7 +19,8 @@ from vlabench.models.diffusion.policy import DiffusionPolicy
 
 class GoalDiffusionPolicy(DiffusionPolicy):
     """Inference options: ``replan_every`` (env steps per subgoal) and ``goal_steps`` (DDIM steps of the
-    goal generator); None keeps the checkpoint's values. Both trade quality for speed, e.g. on a CPU."""
+    goal generator); None keeps the checkpoint's values. Both trade quality for speed, e.g. on a CPU.
+    Goal noise, like action noise, comes from the slot's own per-episode generator (DiffusionPolicy)."""
 
     def __init__(self, model: Any, device: str | torch.device = "cpu", seed: int | None = 0,
                  replan_every: int | None = None, goal_steps: int | None = None) -> None:
@@ -32,9 +33,8 @@ class GoalDiffusionPolicy(DiffusionPolicy):
             raise ValueError(f"replan_every and goal_steps must be >= 1, got {self.replan_every}, {self.goal_steps}")
 
     def reset(self, n_envs: int) -> None:
-        """Forget all slots (goals, counters, queues); reseeds the goal and action noise."""
+        """Forget all slots (goals, counters, queues, noise generators)."""
         super().reset(n_envs)
-        self._goal_generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
         self.n_goals_generated = 0
 
     def act(self, obs_batch: Mapping[str, Any]) -> np.ndarray:
@@ -45,8 +45,9 @@ class GoalDiffusionPolicy(DiffusionPolicy):
         need = [i for i, st in enumerate(states) if st.fresh or st.data["since_goal"] >= self.replan_every]
         if need:
             images = torch.from_numpy(np.stack([np.asarray(obs_batch["image"][i]) for i in need])).permute(0, 3, 1, 2)
+            generators = None if self.seed is None else [self.slot_generator(states[i], "goals") for i in need]
             goals = self.goal_model.generate_goals(images.to(self.device), [instr[i] for i in need],
-                                                   n_steps=self.goal_steps, generator=self._goal_generator).cpu().numpy()
+                                                   n_steps=self.goal_steps, generator=generators).cpu().numpy()
             self.n_goals_generated += len(need)
             for i, g in zip(need, goals):
                 states[i].data.update(goal=g, since_goal=0)

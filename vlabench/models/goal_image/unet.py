@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 
+from vlabench.models.blocks.noise import Generators, randn
+
 # Stable Diffusion's noise schedule; its 1000 steps work for 16x16x4 latents too.
 SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
 
@@ -168,11 +170,12 @@ class TokenCache:
 def ddim_sample(unet: UNet2DConditionModel, context: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                 null_text: torch.Tensor, null_mask: torch.Tensor, n_steps: int = 30, w_img: float = 1.5,
                 w_txt: float = 7.5, x0_clip: float | None = 4.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: Generators = None) -> torch.Tensor:
     """Sample unit-variance goal latents (B, C, s, s) given context latents (B, C, s, s) (unscaled).
 
     text/text_mask: (B, L, D) / (B, L) instruction token states; null_text/null_mask: (1, L, D) / (1, L)
-    states of "". ``generator`` (a CPU generator) makes the result a function of its seed only.
+    states of "". ``generator`` (a CPU generator, or a list of B, one per row) makes the result a function
+    of its seed only.
     """
     if not 1 <= n_steps <= SCHEDULE["num_train_timesteps"]:
         raise ValueError(f"n_steps must be in [1, {SCHEDULE['num_train_timesteps']}], got {n_steps}")
@@ -180,7 +183,7 @@ def ddim_sample(unet: UNet2DConditionModel, context: torch.Tensor, text: torch.T
     sched = sampler(x0_clip)
     sched.set_timesteps(n_steps)
     # Noise is drawn on the CPU so a seed gives the same goal on any device.
-    x = torch.randn(context.shape, generator=generator, dtype=torch.float32).to(context.device, context.dtype)
+    x = randn(context.shape, generator, "cpu").to(context.device, context.dtype)
     null = null_text.expand(b, -1, -1)
     nmask = null_mask.expand(b, -1)
     ctx3 = torch.cat([torch.zeros_like(context), context, context])

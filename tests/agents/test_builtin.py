@@ -1,4 +1,4 @@
-"""Tests for vlabench.policy: the built-in policies and make_policy."""
+"""Tests for vlabench.agents.builtin: the built-in policies, built by name through PolicySpec."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 
 from vlabench.data import ShardWriter
-from vlabench.policy import (
-    BUILTIN_POLICIES, ExpertPolicy, NoopPolicy, Policy, RandomPolicy, ReplayPolicy, make_policy,
-)
+from vlabench.agents.builtin import BUILTIN_POLICIES, ExpertPolicy, NoopPolicy, RandomPolicy, ReplayPolicy
+from vlabench.agents.spec import PolicySpec
+from vlabench.contracts import Policy
+
+
+def make_policy(name: str, device: str):
+    return PolicySpec.parse(name).build(device)
 
 
 def batch(n: int, slots=None, first=None, seeds=None, tasks=None, size: int = 16) -> dict:

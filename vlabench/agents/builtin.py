@@ -1,5 +1,4 @@
-"""The built-in policies (expert, random, noop, replay) and ``make_policy``, which builds any policy
-from a name or a checkpoint directory.
+"""The built-in policies: expert, random, noop and replay (``vlabench.agents.spec`` builds them by name).
 
 The Policy protocol, the observation batch and the per-slot memory every policy uses are defined
 once in vlabench.contracts (see its docstring for ``obs_batch``).
@@ -12,13 +11,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vlabench.contracts import ACTION_DIM, Policy, SlotMemory
+from vlabench.contracts import ACTION_DIM, PolicyTraits, SlotMemory
 
-__all__ = ["BUILTIN_POLICIES", "ExpertPolicy", "NoopPolicy", "Policy", "RandomPolicy", "ReplayPolicy",
-           "is_builtin", "make_policy"]
+__all__ = ["BUILTIN_POLICIES", "ExpertPolicy", "NoopPolicy", "RandomPolicy", "ReplayPolicy"]
 
 
-class ExpertPolicy:
+class ExpertPolicy(PolicyTraits):
     """Replays the privileged scripted oracle (``env.expert_action()``), computed in the env worker.
 
     An upper bound for the benchmark and a check that every episode is solvable; the harness fills
@@ -26,6 +24,7 @@ class ExpertPolicy:
     """
 
     needs_expert: ClassVar[bool] = True
+    obs_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.memory = SlotMemory()
@@ -41,15 +40,19 @@ class ExpertPolicy:
         return np.asarray(obs_batch["expert_action"], dtype=np.float32).reshape(n, ACTION_DIM)
 
 
-class RandomPolicy:
+class RandomPolicy(PolicyTraits):
     """Uniform actions in [-1, 1]^7, reproducible per episode.
 
     Each slot's generator is re-seeded from ``(seed_offset, episode seed)`` on ``is_first``, so an
     episode gets the same action sequence whatever slot or worker count runs it. Without a ``seed``
-    key (a caller other than the harness) the slot number seeds it instead.
+    key (a caller other than the harness) the slot number seeds it instead. It reads the episode seed
+    (``needs_episode_info``) rather than ``rng_seed`` so that the published random rows, drawn that way,
+    stay reproducible; a baseline that never looks at the observation learns nothing from it.
     """
 
-    needs_expert: ClassVar[bool] = False
+    needs_episode_info: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = True
+    obs_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, seed_offset: int = 0) -> None:
         self.seed_offset = int(seed_offset)
@@ -71,10 +74,10 @@ class RandomPolicy:
         return out
 
 
-class NoopPolicy:
+class NoopPolicy(PolicyTraits):
     """Zero motion with the gripper open (-1): the floor of every task, and a pure sim-speed probe."""
 
-    needs_expert: ClassVar[bool] = False
+    obs_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.memory = SlotMemory()
@@ -88,7 +91,7 @@ class NoopPolicy:
         return a
 
 
-class ReplayPolicy:
+class ReplayPolicy(PolicyTraits):
     """Replays the recorded actions of the demo with the same (task, seed) from a vlabench demo dataset.
 
     Used to check that collected demos still reproduce in the current simulator (run it on the suite
@@ -98,7 +101,8 @@ class ReplayPolicy:
     demo raises KeyError from ``act``, which the harness records as an error for that episode only.
     """
 
-    needs_expert: ClassVar[bool] = False
+    needs_episode_info: ClassVar[bool] = True
+    obs_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, dataset_dir: str | Path) -> None:
         from vlabench.data.manifest import load_manifest, manifest_episodes
@@ -145,54 +149,4 @@ class ReplayPolicy:
 
 
 BUILTIN_POLICIES = ("expert", "random", "noop", "replay")
-"""Names ``make_policy`` accepts besides a checkpoint path ("replay" takes ``replay:DATASET_DIR``)."""
-
-
-def is_builtin(name_or_path: str | Path) -> bool:
-    """Whether a policy spec names a built-in policy (not a checkpoint).
-
-    Built-in names win over a same-named directory in the working directory; write ``./expert`` to
-    mean such a directory.
-    """
-    spec = str(name_or_path)
-    name = spec.partition(":")[0]
-    return name in BUILTIN_POLICIES and (spec == name or name == "replay")
-
-
-def make_policy(name_or_path: str | Path, device: str = "cpu", **kw: Any) -> Policy:
-    """Build a policy from a name or a checkpoint directory.
-
-    Args:
-        name_or_path: "expert", "random", "noop", "replay:DATASET_DIR" (or "replay" with
-            ``dataset_dir=`` in kw), or a checkpoint directory / training run directory.
-        device: torch device for learned policies ("cpu", "cuda", "cuda:N", "auto").
-        kw: extra constructor arguments of a built-in (random: seed_offset; replay: dataset_dir), or
-            inference options of a checkpoint's policy class (RT-1: decode).
-    Raises:
-        ValueError naming the valid choices for an unknown name.
-    """
-    spec = str(name_or_path)
-    if not is_builtin(spec):
-        path = Path(spec)
-        if path.is_dir():
-            from vlabench.models.checkpoint import load_policy
-
-            return load_policy(path, device, **kw)
-        if path.exists():
-            raise ValueError(f"policy {spec!r} is a file; a checkpoint is a directory (holding model.safetensors "
-                             "and config.json, or a run directory with latest/)")
-        raise ValueError(f"unknown policy {spec!r}; valid: {', '.join(BUILTIN_POLICIES)} "
-                         "(replay as 'replay:DATASET_DIR'), or an existing checkpoint directory")
-    name, _, arg = spec.partition(":")
-    if name == "expert":
-        return ExpertPolicy()
-    if name == "random":
-        return RandomPolicy(**kw)
-    if name == "noop":
-        return NoopPolicy()
-    if name == "replay":
-        dataset_dir = arg or kw.get("dataset_dir")
-        if not dataset_dir:
-            raise ValueError("policy 'replay' needs a demo dataset: use 'replay:DATASET_DIR'")
-        return ReplayPolicy(dataset_dir)
-    raise AssertionError(f"built-in policy {name!r} has no constructor")  # BUILTIN_POLICIES out of sync
+"""Names of the built-in policies ("replay" takes ``replay:DATASET_DIR``)."""
