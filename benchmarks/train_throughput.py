@@ -1,7 +1,7 @@
 """Training samples/s and peak memory per policy: short real ``vlabench train`` runs on collected demos.
 
     python benchmarks/train_throughput.py [--recipes rt1_small,diffusion_small] [--steps 40] [--episodes 10]
-        [--suite envs/cpu_pick_train.toml] [--data DIR] [--device cpu] [--out FILE.md] [--json FILE.json]
+        [--suite envs/cpu_pick_train.toml] [--data DIR] [--device cpu] [--threads N] [--out FILE.md] [--json FILE.json]
 
 Collects ``--episodes`` expert demos with ``vlabench collect`` (unless ``--data`` names a dataset), then
 runs ``vlabench train --recipe policies/RECIPE.toml`` for ``--steps`` optimizer steps under
@@ -9,7 +9,11 @@ runs ``vlabench train --recipe policies/RECIPE.toml`` for ``--steps`` optimizer 
 ``--log-every`` steps), the median of the rows after the first (the first windows hold the loader's warm-up;
 every window is listed too); peak memory is the
 training process's maximum resident set size (``/usr/bin/time``; falls back to getrusage of the
-children when /usr/bin/time is missing, which is the largest child so far).
+children when /usr/bin/time is missing, which is the largest child so far). ``--threads N`` sets
+OMP_NUM_THREADS / MKL_NUM_THREADS for the training processes (1 = the per-core rate). The wall time includes
+start-up and any one-time dataset work (decoding the image cache; a frozen encoder's feature cache), which
+samples/s leaves out; ``--vs REF`` adds a column with each recipe's samples/s over REF's, measured in the
+same run.
 """
 
 from __future__ import annotations
@@ -41,15 +45,19 @@ def collect(suite: str, episodes: int, out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def train_row(recipe: str, data: Path, run_dir: Path, steps: int, device: str, log_every: int) -> dict:
+def train_row(recipe: str, data: Path, run_dir: Path, steps: int, device: str, log_every: int,
+              threads: int = 0) -> dict:
     cmd = _vlabench() + ["train", "--recipe", f"policies/{recipe}.toml", "--data", str(data), "--out", str(run_dir),
                          f"--train.steps={steps}", f"--train.log-every={log_every}", f"--train.save-every={steps}",
                          f"--train.device={device}", "--train.eval-every=0"]
     timer = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
     if timer:
         cmd = [timer, "-v"] + cmd
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"vlabench train --recipe {recipe} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -78,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--suite", default="envs/cpu_pick_train.toml")
     ap.add_argument("--data", type=Path, default=None, help="an existing demo dataset (skips collection)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="OMP/MKL threads per training process (0 = unset)")
+    ap.add_argument("--vs", default=None, help="a recipe of --recipes to give the others' samples/s ratio against")
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -91,16 +101,22 @@ def main(argv: list[str] | None = None) -> None:
             collect_s = collect(args.suite, args.episodes, data)
             print(f"collected {args.episodes} demos from {args.suite} in {collect_s:.1f}s", flush=True)
         for recipe in args.recipes.split(","):
-            rows.append(train_row(recipe, data, Path(tmp) / f"run-{recipe}", args.steps, args.device, args.log_every))
+            rows.append(train_row(recipe, data, Path(tmp) / f"run-{recipe}", args.steps, args.device, args.log_every,
+                                  args.threads))
             print(rows[-1], flush=True)
     demos = args.data or f"{args.episodes} episodes of {args.suite}"
-    lines = [f"## training throughput ({args.device}, {os.cpu_count()} cores, {args.steps} steps per recipe, demos: "
-             f"{demos}, load avg {os.getloadavg()[0]:.1f} at the end)",
-             "", "| recipe | batch | samples/s per window | median after the first | optimizer steps/s | "
-             "peak RSS (MiB) | wall s (incl. start-up) |", "|---|---:|---|---:|---:|---:|---:|"]
+    ref = next((r["samples_per_s"] for r in rows if r["recipe"] == args.vs), None)
+    threads = f"{args.threads} thread(s) per run" if args.threads else "default threads"
+    lines = [f"## training throughput ({args.device}, {os.cpu_count()} cores, {threads}, {args.steps} steps per recipe, "
+             f"demos: {demos}, load avg {os.getloadavg()[0]:.1f} at the end)",
+             "", "| recipe | batch | samples/s per window | median after the first | "
+             + (f"vs {args.vs} | " if ref else "") + "optimizer steps/s | peak RSS (MiB) | wall s (incl. start-up) |",
+             "|---|---:|---|---:|" + ("---:|" if ref else "") + "---:|---:|---:|"]
     for r in rows:
         windows = ", ".join(f"{x:.1f}" for x in r["samples_per_s_windows"])
-        lines.append(f"| {r['recipe']} | {r['batch_size']} | {windows} | {r['samples_per_s']:.1f} | "
+        ratio = f"{r['samples_per_s'] / ref:.1f}x | " if ref else ""
+        r["vs_ref"] = r["samples_per_s"] / ref if ref else None
+        lines.append(f"| {r['recipe']} | {r['batch_size']} | {windows} | {r['samples_per_s']:.1f} | {ratio}"
                      f"{r['steps_per_s']:.2f} | {r['peak_rss_mib']:.0f} | {r['wall_s']:.1f} |")
     text = "\n".join(lines)
     print("\n" + text)

@@ -64,7 +64,7 @@ def test_small_preset_shapes_loss_and_state_dict():
     batch = make_batch(B=2, T=6)
     assert model.data_spec() == {"n_obs": 6, "horizon": 1, "goal_offset": None, "image_keys": ("image",)}
     logits = model(batch["image"], batch["instruction"])
-    assert logits.shape == (2, 7, 256)
+    assert logits.shape == (2, 1, 7, 256)  # (B, action_horizon, 7, n_bins)
     loss, metrics = model.compute_loss(batch)
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert set(metrics) == {"loss", "token_acc"} and all(isinstance(v, float) for v in metrics.values())
@@ -179,7 +179,7 @@ def test_policy_matches_model_forward_on_padded_history():
         window = [history[max(0, i)] for i in range(len(history) - 3, len(history))]
         x = torch.from_numpy(np.stack(window)).permute(0, 3, 1, 2)[None]
         with torch.no_grad():
-            ref = model.tokenizer.decode(model(x, ["open the drawer"]).argmax(-1))
+            ref = model.tokenizer.decode(model(x, ["open the drawer"])[:, 0].argmax(-1))
         np.testing.assert_allclose(act, np.clip(ref, -1, 1), atol=1e-6)
 
 
@@ -252,3 +252,98 @@ def test_expected_value_decoding_is_an_inference_option():
     assert not np.allclose(a, b)  # the expectation lands between bins, argmax on a bin centre
     with pytest.raises(ValueError, match="valid: argmax, mean"):
         RT1Policy(model, "cpu", decode="sample")
+
+
+def test_frozen_trunk_has_no_gradients_keeps_bn_statistics_and_matches_its_cache():
+    torch.manual_seed(0)
+    full = RT1Model(tiny_cfg(), STATS)
+    n_blocks = full.image_encoder.n_blocks
+    model = _perturb(RT1Model(tiny_cfg(frozen_blocks=n_blocks - 1), STATS)).train()
+    enc = model.image_encoder
+    assert len(enc.films) == 1 and len(full.image_encoder.films) == n_blocks
+    frozen = [p for m in enc._frozen_modules() for p in m.parameters()]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    assert not any(m.training for m in enc._frozen_modules()) and enc.films.training
+    with pytest.raises(ValueError, match=f"frozen_blocks must be in 0..{n_blocks}"):
+        RT1Model(tiny_cfg(frozen_blocks=n_blocks + 1), STATS)
+    from vlabench.models.rt1.model import TrunkEncoder
+
+    batch = make_batch(B=2, T=3, H=40, W=40)
+    trunk_before = {k: v.clone() for k, v in enc.trunk_state().items()}
+    fp = TrunkEncoder(model).fingerprint()
+    loss, _ = model.compute_loss(batch)
+    loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    assert all(torch.equal(v, trunk_before[k]) for k, v in enc.trunk_state().items())  # BN stats untouched too
+    assert TrunkEncoder(model).fingerprint() == fp  # training the rest keeps the cache valid
+    with torch.no_grad():
+        next(iter(enc._frozen_modules()[2].parameters())).add_(1.0)
+    assert TrunkEncoder(model).fingerprint() != fp  # other trunk weights: another cache
+    # Cached features (what training reads) and live frames (what the policy sees) give the same logits.
+    model.eval()
+    frames = batch["image"]
+    cached = TrunkEncoder(model).encode(frames.flatten(0, 1).permute(0, 2, 3, 1).numpy())
+    trunk = torch.from_numpy(cached).view(2, 3, *cached.shape[1:])
+    with torch.no_grad():
+        live = model(frames, batch["instruction"])
+        from_cache = model(None, batch["instruction"], trunk=trunk)
+    torch.testing.assert_close(live, from_cache)
+    with pytest.raises(ValueError, match="frozen_blocks > 0"):
+        full(None, batch["instruction"], trunk=trunk)
+
+
+def test_feature_shift_moves_the_map_by_whole_cells_per_sample():
+    from vlabench.models.rt1.model import random_shift
+
+    x = torch.arange(2 * 2 * 1 * 5 * 5, dtype=torch.float32).view(2, 2, 1, 5, 5)
+    torch.manual_seed(0)
+    outs = [random_shift(x, 1) for _ in range(20)]
+    for out in outs:
+        assert out.shape == x.shape
+        for b in range(2):
+            assert torch.equal(out[b, 0] - x[b, 0, :, 2, 2], out[b, 1] - x[b, 1, :, 2, 2])  # one shift per sample
+    centres = {float(out[0, 0, 0, 2, 2] - x[0, 0, 0, 2, 2]) for out in outs}
+    assert centres <= {-6.0, -5.0, -4.0, -1.0, 0.0, 1.0, 4.0, 5.0, 6.0} and len(centres) > 3
+
+
+def test_action_chunks_skip_padded_steps_and_ensemble_in_the_policy():
+    torch.manual_seed(0)
+    model = _perturb(RT1Model(tiny_cfg(action_horizon=3, n_frames=1), STATS))
+    batch = make_batch(B=2, T=1)
+    batch["action"] = torch.rand(2, 3, 7) * 2 - 1
+    batch["action_is_pad"] = torch.tensor([[False, False, False], [False, True, True]])
+    assert model.data_spec()["horizon"] == 3
+    model.eval()
+    with torch.no_grad():
+        loss, _ = model.compute_loss(batch)
+        changed = dict(batch, action=batch["action"].clone())
+        changed["action"][1, 1:] = -changed["action"][1, 1:]  # only padded steps differ
+        assert float(model.compute_loss(changed)[0]) == pytest.approx(float(loss))
+    policy = RT1Policy(model, "cpu", decode="mean", ensemble_decay=0.0)
+    frames = _rand_frames(3, seed=4)
+    chunks, acts = [], []
+    for t, f in enumerate(frames):
+        acts.append(policy.act(_obs([f], ["pick up the cup"], [0], [t == 0]))[0])
+        x = torch.from_numpy(f).permute(2, 0, 1)[None, None]
+        with torch.no_grad():
+            chunks.append(model.tokenizer.decode_expected(model(x, ["pick up the cup"]).softmax(-1))[0])
+    np.testing.assert_allclose(acts[0], np.clip(chunks[0][0], -1, 1), atol=1e-6)
+    np.testing.assert_allclose(acts[2], np.clip((chunks[0][2] + chunks[1][1] + chunks[2][0]) / 3, -1, 1), atol=1e-6)
+
+
+def test_state_embedding_is_required_once_trained_with():
+    stats = dict(STATS, state={"min": [-1.0] * 8, "max": [1.0] * 8})
+    torch.manual_seed(0)
+    model = _perturb(RT1Model(tiny_cfg(use_state=True, n_frames=1), stats)).eval()
+    batch = make_batch(B=2, T=1)
+    with pytest.raises(ValueError, match="use_state=True"):
+        model(batch["image"], batch["instruction"])
+    with torch.no_grad():
+        a = model(batch["image"], batch["instruction"], torch.zeros(2, 1, 8))
+        b = model(batch["image"], batch["instruction"], torch.ones(2, 1, 8))
+    assert not torch.allclose(a, b)
+    policy = RT1Policy(model, "cpu")
+    obs = _obs(_rand_frames(1, seed=2), ["push the box"], [0], [True])
+    del obs["state"]
+    with pytest.raises(KeyError, match="needs 'state'"):
+        policy.act(obs)

@@ -12,6 +12,8 @@ Sample i is frame t of some episode (every frame of every selected episode is on
     goal_image    uint8   (3, H, W)         frame t+goal_offset clamped to the last frame
                                             (only when goal_offset is set)
     privileged    float32 (n_obs, P)        the privileged low-dim state (only with privileged=True)
+    <stream>_features  float16 (n_obs, ...)  a frozen encoder's cached output for frames t-n_obs+1 .. t
+                                            (only for the streams named in ``features``; vlabench.data.features)
 
 Normalization is the model's job (`stats`). Episodes are ordered by their sorted key
 (task, split, index, seed), so `episodes=[...]` subsets are stable however the data was sharded.
@@ -34,13 +36,14 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vlabench.data.features import FrameEncoder, build_features, feature_file
 from vlabench.data.layout import CorruptShardError, EpisodeKey, read_lowdim_by_shard, read_obs_arrays
 from vlabench.data.manifest import (
     dir_lock,
@@ -65,15 +68,18 @@ class DemoDataset(Dataset):
     image_keys: which camera streams to return (subset of "image", "wrist_image").
     verify: re-hash every shard against its recorded checksum first (see manifest.verify_dataset).
     privileged: also return ``obs/privileged`` (read once, like states); KeyError for demos without it.
+    features: {stream: FrameEncoder}: serve ``<stream>_features`` from a cache built on first use
+        (vlabench.data.features); the encoders are used only while building and are not kept.
     """
 
     def __init__(self, root: Path | str, n_obs: int = 1, horizon: int = 1, goal_offset: int | None = None,
                  episodes: Sequence[int] | None = None, cache: bool = False, skip_bad: bool = False,
-                 image_keys: Sequence[str] = IMAGE_KEYS, verify: bool = False, privileged: bool = False):
+                 image_keys: Sequence[str] = IMAGE_KEYS, verify: bool = False, privileged: bool = False,
+                 features: Mapping[str, FrameEncoder] | None = None):
         if n_obs < 1 or horizon < 1 or (goal_offset is not None and goal_offset < 0):
             raise ValueError(f"need n_obs >= 1, horizon >= 1, goal_offset None or >= 0; got "
                              f"{n_obs}, {horizon}, {goal_offset}")
-        bad_keys = [k for k in image_keys if k not in IMAGE_KEYS]
+        bad_keys = [k for k in (*image_keys, *(features or {})) if k not in IMAGE_KEYS]
         if bad_keys:
             raise ValueError(f"unknown image_keys {bad_keys}; valid: {list(IMAGE_KEYS)}")
         self.root = Path(root)
@@ -104,6 +110,9 @@ class DemoDataset(Dataset):
         self.cache = cache
         if cache:
             self._build_cache()
+        self._feature_files: dict[str, str] = {}
+        if features:
+            self._build_features(features, manifest)
         self._files: dict[str, h5py.File] = {}
         self._dsets: dict[tuple[str, str, str], h5py.Dataset] = {}
         self._mmaps: dict[tuple[str, str], np.ndarray] = {}
@@ -183,6 +192,8 @@ class DemoDataset(Dataset):
         sample: dict[str, Any] = {}
         for key in self.image_keys:
             sample[key] = torch.from_numpy(self._frames(ep, key, obs_idx)).permute(0, 3, 1, 2).contiguous()
+        for stream in self._feature_files:
+            sample[f"{stream}_features"] = torch.from_numpy(self._features(ep, stream, obs_idx))
         sample["state"] = torch.from_numpy(ep["state"][obs_idx])
         if self.privileged:
             sample["privileged"] = torch.from_numpy(ep["privileged"][obs_idx])
@@ -224,6 +235,13 @@ class DemoDataset(Dataset):
             reason = f"reading {ep['demo']}/obs/{key}: {type(e).__name__}: {e}"
             raise CorruptShardError(self.root / ep["file"], reason) from e
 
+    def _features(self, ep: dict, stream: str, idx: np.ndarray) -> np.ndarray:
+        key = (ep["file"], f"{stream}_features")
+        mm = self._mmaps.get(key)
+        if mm is None:
+            mm = self._mmaps[key] = np.load(self._cache_dir(ep["file"]) / self._feature_files[stream], mmap_mode="r")
+        return np.ascontiguousarray(mm[ep["offset"] + idx])
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_files"], state["_dsets"], state["_mmaps"] = {}, {}, {}
@@ -253,6 +271,19 @@ class DemoDataset(Dataset):
                 for key in self._read_keys:
                     if not self._cache_path(file, key).exists():
                         self._decode_to_npy(file, key)
+
+    def _build_features(self, encoders: Mapping[str, FrameEncoder], manifest: dict) -> None:
+        """Build (or verify) the cached features of every selected shard; keep only the file names."""
+        shards = {e["file"]: e["episodes"] for e in manifest["shards"]}
+        files = sorted({ep["file"] for ep in self._episodes})
+        (self.root / ".cache").mkdir(exist_ok=True)
+        for stream, encoder in encoders.items():
+            # frames in the order _frame_offsets gives them: the manifest's episode order within a shard
+            jobs = [(self.root / f, [e["demo"] for e in shards[f]], sum(e["length"] for e in shards[f]),
+                     feature_file(self._cache_dir(f), encoder)) for f in files]
+            with dir_lock(self.root / ".cache"):
+                build_features(jobs, encoder)
+            self._feature_files[stream] = jobs[0][3].name
 
     def _decode_to_npy(self, file: str, key: str) -> None:
         path = self.root / file

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,11 @@ class TrainConfig:
     """Suite file for the periodic rollout ('' = envs/smoke.toml)."""
     eval_episodes: int = 10
     """Episodes per periodic rollout."""
+    eval_options: list[str] = field(default_factory=list)
+    """``K=V`` policy options for the periodic rollouts (``vlabench eval --policy-option``), e.g. decode=mean;
+    evaluate the kept checkpoints with the same ones. With ``eval_every``, the checkpoint with the highest
+    rollout success so far is kept as ``OUT/best`` (ties go to the later step; ``OUT/best.json`` says which
+    step, rate and suite): checkpoint selection by rollouts, not by validation loss."""
     max_minutes: float = 0.0
     """Wall-clock budget for this invocation in minutes; on expiry a checkpoint is saved and training stops
     so that --resume continues (0 = no budget)."""

@@ -39,7 +39,7 @@ from vlabench.train.data import (EpochBatchSampler, FixedBatchSampler, SeededDat
                                  read_dataset_meta, sample_seeds, seed_all, split_by_episode, to_device)
 from vlabench.train.ema import EMA
 from vlabench.train.errors import DivergedError, RunExistsError
-from vlabench.train.hooks import periodic_eval
+from vlabench.train.hooks import BEST_DIR, keep_best, periodic_eval
 from vlabench.train.logger import MetricsLogger, MetricsWindow
 from vlabench.train.optim import build_optimizer
 
@@ -323,6 +323,9 @@ class Trainer:
             res = periodic_eval(latest, self.cfg, self.step, self.device)
             if res and self.logger is not None:
                 self.logger.log(self.step, res)  # a second row for this step
+            if res and keep_best(self.out, latest, res, self.cfg, self.step, ckpt.copy_checkpoint):
+                tqdm.write(f"step {self.step}: rollout success {res['eval_success_rate']:.0%} is the best so far; "
+                           f"kept as {self.out / BEST_DIR}")
         if self.world > 1:
             dist.barrier()
 

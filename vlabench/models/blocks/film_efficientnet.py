@@ -127,6 +127,10 @@ class FilmEfficientNet(nn.Module):
         weights_path: optional local state dict for the backbone (timm key names, or positional).
         feature_stride: 32 keeps the whole network (EfficientNet's head included); 16 or 8 stop after
             the last stage at that stride, for a finer map from small images (the head is skipped).
+        frozen_blocks: 0 trains everything. k >= 1 freezes the stem and the first k MBConv blocks (no FiLM on
+            them, BatchNorm kept in eval mode, no gradients): their output, ``trunk(images)``, is then a fixed
+            function of the image that training can compute once per frame and cache; ``forward_features``
+            runs the FiLM-conditioned rest.
     """
 
     def __init__(
@@ -137,6 +141,7 @@ class FilmEfficientNet(nn.Module):
         pretrained: bool = False,
         weights_path: str | os.PathLike | None = None,
         feature_stride: int = 32,
+        frozen_blocks: int = 0,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
@@ -175,7 +180,15 @@ class FilmEfficientNet(nn.Module):
                     left -= len(stage)
             self.net.blocks = nn.Sequential(*kept)
             self.net.conv_head, self.net.bn2 = nn.Identity(), nn.Identity()
-        self.films = nn.ModuleList(FiLM(cond_dim, c) for c in chans[: self.n_blocks])
+        if not 0 <= frozen_blocks <= self.n_blocks:
+            raise ValueError(f"frozen_blocks must be in 0..{self.n_blocks} (the blocks up to stride {feature_stride}), "
+                             f"got {frozen_blocks}")
+        self.frozen_blocks = frozen_blocks
+        self.trunk_channels = chans[frozen_blocks - 1] if frozen_blocks else None
+        self.trunk_stride = strides[frozen_blocks - 1] if frozen_blocks else None
+        for module in self._frozen_modules():
+            module.requires_grad_(False)
+        self.films = nn.ModuleList(FiLM(cond_dim, c) for c in chans[frozen_blocks: self.n_blocks])
         self.proj = nn.Conv2d(net.num_features if self.use_head else chans[self.n_blocks - 1], token_dim,
                               kernel_size=1, bias=False)
         self.final_film = FiLM(cond_dim, token_dim)
@@ -184,6 +197,7 @@ class FilmEfficientNet(nn.Module):
         self.register_buffer("input_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.token_dim = token_dim
         self.cond_dim = cond_dim
+        self.train(True)
 
     @torch.no_grad()
     def _block_shapes(self) -> tuple[list[int], list[int]]:
@@ -200,6 +214,47 @@ class FilmEfficientNet(nn.Module):
         self.net.train(was_training)
         return chans, strides
 
+    def _blocks(self) -> list[nn.Module]:
+        return [block for stage in self.net.blocks for block in stage]
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if not self.frozen_blocks:
+            return []
+        return [self.net.conv_stem, self.net.bn1] + self._blocks()[: self.frozen_blocks]
+
+    def train(self, mode: bool = True) -> "FilmEfficientNet":
+        super().train(mode)
+        for module in self._frozen_modules():  # frozen BatchNorm keeps its ImageNet statistics
+            module.eval()
+        return self
+
+    def trunk_state(self) -> dict[str, torch.Tensor]:
+        """The frozen part's tensors (stem and the first ``frozen_blocks`` blocks); {} when nothing is frozen."""
+        return {f"{i}.{k}": v for i, m in enumerate(self._frozen_modules()) for k, v in m.state_dict().items()}
+
+    def trunk(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized images ``(B, 3, H, W)`` -> the output of the stem and the frozen blocks (no FiLM), or of
+        the stem alone when nothing is frozen."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_blocks):
+            x = self.net.bn1(self.net.conv_stem(images))
+            for block in self._blocks()[: self.frozen_blocks]:
+                x = block(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor, cond: torch.Tensor, use_film: bool = True) -> torch.Tensor:
+        """``trunk`` output ``(B, C, h, w)`` + cond ``(B, cond_dim)`` -> the feature map ``(B, token_dim, H/stride,
+        W/stride)``: the remaining blocks, each followed by its FiLM, the head, the projection and the final FiLM."""
+        if cond.shape != (x.shape[0], self.cond_dim):
+            raise ValueError(f"cond must be ({x.shape[0]}, {self.cond_dim}), got {tuple(cond.shape)}")
+        for block, film in zip(self._blocks()[self.frozen_blocks:], self.films):
+            x = block(x)
+            if use_film:
+                x = film(x, cond)
+        x = self.proj(self.net.bn2(self.net.conv_head(x)))
+        return self.final_film(x, cond) if use_film else x
+
     def normalize(self, images01: torch.Tensor) -> torch.Tensor:
         """Float images in [0, 1] ``(B, 3, H, W)`` -> the backbone's expected input scaling."""
         return (images01 - self.input_mean) / self.input_std
@@ -210,15 +265,6 @@ class FilmEfficientNet(nn.Module):
         Returns the feature map ``(B, token_dim, H/stride, W/stride)``. ``use_film=False`` skips every FiLM
         (for tests: at init both paths agree exactly).
         """
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         if cond.shape != (images.shape[0], self.cond_dim):
             raise ValueError(f"cond must be ({images.shape[0]}, {self.cond_dim}), got {tuple(cond.shape)}")
-        x = self.net.bn1(self.net.conv_stem(images))
-        blocks = [block for stage in self.net.blocks for block in stage]
-        for block, film in zip(blocks, self.films):
-            x = block(x)
-            if use_film:
-                x = film(x, cond)
-        x = self.proj(self.net.bn2(self.net.conv_head(x)))
-        return self.final_film(x, cond) if use_film else x
+        return self.forward_features(self.trunk(images), cond, use_film)

@@ -44,6 +44,7 @@ from torch import nn
 
 from vlabench.contracts import ACTION_DIM, STATE_DIM
 from vlabench.models.blocks.noise import Generators, randn
+from vlabench.models.blocks.normalize import minmax_limits
 from vlabench.models.blocks.unet1d import ConditionalUnet1D, check_horizon
 from vlabench.models.blocks.vision import ResNetKeypointEncoder
 from vlabench.models.configs import PresetConfig
@@ -136,18 +137,6 @@ def _sentence_encoder(path: str | None) -> Any:
     return get_sentence_encoder(path, "cpu")
 
 
-def _limits(stats: Mapping, key: str, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Center and half-range of stats[key] min/max, shape (dim,); a constant dimension gets half-range 1."""
-    if key not in stats or "min" not in stats[key] or "max" not in stats[key]:
-        raise ValueError(f"stats must hold {key!r} with 'min' and 'max' (see stats.json); got keys {list(stats)}")
-    lo = torch.as_tensor(stats[key]["min"], dtype=torch.float32)
-    hi = torch.as_tensor(stats[key]["max"], dtype=torch.float32)
-    if lo.shape != (dim,) or hi.shape != (dim,):
-        raise ValueError(f"stats[{key!r}] min/max must have {dim} entries, got {tuple(lo.shape)}, {tuple(hi.shape)}")
-    half = (hi - lo) / 2
-    return (hi + lo) / 2, torch.where(half < 1e-6, torch.ones_like(half), half)
-
-
 class DiffusionModel(nn.Module):
     """Observation encoders + conditional U-Net denoiser; see the module docstring."""
 
@@ -155,7 +144,7 @@ class DiffusionModel(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg.resolved()
         for key, dim in (("action", ACTION_DIM), ("state", STATE_DIM)):
-            center, half = _limits(stats, key, dim)
+            center, half = minmax_limits(stats, key, dim)
             self.register_buffer(f"{key}_center", center)
             self.register_buffer(f"{key}_half_range", half)
         enc = dict(feature_dim=cfg.image_feature_dim, num_keypoints=cfg.num_keypoints, width=cfg.resnet_width)

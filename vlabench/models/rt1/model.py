@@ -25,16 +25,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vlabench.contracts import ACTION_DIM
+from vlabench.contracts import ACTION_DIM, STATE_DIM
 from vlabench.models.blocks.action_tokenizer import ActionTokenizer
 from vlabench.models.blocks.film_efficientnet import BACKBONES, FilmEfficientNet
+from vlabench.models.blocks.normalize import minmax_limits
 from vlabench.models.blocks.text_encoder import get_sentence_encoder
 from vlabench.models.blocks.token_learner import TokenLearner
 from vlabench.models.configs import PresetConfig
@@ -90,6 +94,24 @@ class RT1Config(PresetConfig):
     """Add fixed 2-D sine-cosine position codes to the feature map before TokenLearner, so tokens say
     where they looked. RT-1 relies on position leaking through padding of a 9x9 map; at CPU sizes the
     map is 3x3, and without the codes a small model learns an open-loop, time-indexed trajectory."""
+    frozen_blocks: int = 0
+    """Freeze the image encoder's stem and first k MBConv blocks (no FiLM on them, BatchNorm in eval mode).
+    Training then computes their output once per frame and caches it with the dataset
+    (vlabench.data.features), so a step runs only the FiLM-conditioned rest: the lite recipe freezes every
+    block (k = the count up to ``feature_stride``), which leaves the 1x1 projection, the final FiLM,
+    TokenLearner and the Transformer to train. Frozen, the crop is always the centred one.
+    0 = train everything (RT-1's choice)."""
+    feature_shift: int = 0
+    """With ``frozen_blocks``: random-shift augmentation of the cached trunk map in training, by up to this
+    many cells each way (replicate padding, one shift per sample for all its frames), standing in for the
+    random crop, which a cache cannot apply. 0 = none."""
+    action_horizon: int = 1
+    """Actions predicted per step (a_t .. a_{t+H-1}, 7 x n_bins logits each, cross-entropy over the steps
+    inside the episode); the policy ensembles overlapping chunks (ACT's temporal ensembling).
+    1 = RT-1's single action."""
+    use_state: bool = False
+    """Add a linear embedding of the proprioceptive ``state`` (end-effector pose and gripper, min-max
+    normalized with the dataset's stats) to every token of its frame."""
 
     def validate(self, r: "RT1Config") -> None:
         _validate(vars(r))
@@ -105,11 +127,13 @@ def _validate(c: dict) -> None:
         raise ValueError(f"d_model {c['d_model']} must be divisible by n_heads {c['n_heads']}")
     if not 0.0 < c["crop_scale"] <= 1.0:
         raise ValueError(f"crop_scale must be in (0, 1], got {c['crop_scale']}")
-    for key in ("n_layers", "n_frames", "tokens_per_frame", "image_size", "n_heads"):
+    for key in ("n_layers", "n_frames", "tokens_per_frame", "image_size", "n_heads", "action_horizon"):
         if c[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {c[key]}")
     if c["n_bins"] < 2:
         raise ValueError(f"n_bins must be >= 2, got {c['n_bins']}")
+    if c["frozen_blocks"] < 0 or c["feature_shift"] < 0:
+        raise ValueError(f"frozen_blocks and feature_shift must be >= 0, got {c['frozen_blocks']}, {c['feature_shift']}")
     if not 0.0 <= c["dropout"] < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {c['dropout']}")
 
@@ -150,7 +174,7 @@ class RT1Model(nn.Module):
         text_dim = get_sentence_encoder(cfg.text_encoder, TEXT_DEVICE).dim
         self.image_encoder = FilmEfficientNet(
             cfg.backbone, cond_dim=text_dim, token_dim=cfg.d_model, pretrained=cfg.pretrained,
-            weights_path=cfg.backbone_weights, feature_stride=cfg.feature_stride,
+            weights_path=cfg.backbone_weights, feature_stride=cfg.feature_stride, frozen_blocks=cfg.frozen_blocks,
         )
         self.token_learner = TokenLearner(cfg.d_model, cfg.tokens_per_frame)
         n_tokens = cfg.n_frames * cfg.tokens_per_frame
@@ -161,7 +185,12 @@ class RT1Model(nn.Module):
         )
         self.transformer = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, ACTION_DIM * cfg.n_bins)
+        self.head = nn.Linear(cfg.d_model, cfg.action_horizon * ACTION_DIM * cfg.n_bins)
+        if cfg.use_state:
+            center, half = minmax_limits(stats, "state", STATE_DIM)
+            self.register_buffer("state_center", center)
+            self.register_buffer("state_half_range", half)
+            self.state_proj = nn.Linear(STATE_DIM, cfg.d_model)
         self.register_buffer("attn_mask", block_causal_mask(cfg.n_frames, cfg.tokens_per_frame), persistent=False)
 
     # -- pieces (the policy calls them separately to cache per-frame tokens) --------------------
@@ -183,7 +212,7 @@ class RT1Model(nn.Module):
             raise ValueError(f"frames must be (B, T, 3, H, W), got {tuple(frames.shape)}")
         B, T, _, H, W = frames.shape
         ch, cw = max(1, round(H * self.cfg.crop_scale)), max(1, round(W * self.cfg.crop_scale))
-        if train and (ch < H or cw < W):
+        if train and not self.cfg.frozen_blocks and (ch < H or cw < W):  # frozen: the cache holds centre crops
             tops = torch.randint(0, H - ch + 1, (B,)).tolist()
             lefts = torch.randint(0, W - cw + 1, (B,)).tolist()
             frames = torch.stack([frames[b, :, :, t : t + ch, l : l + cw] for b, (t, l) in enumerate(zip(tops, lefts))])
@@ -197,46 +226,134 @@ class RT1Model(nn.Module):
         return self.image_encoder.normalize(x).reshape(B, T, 3, s, s)
 
     def encode_frames(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Preprocessed images ``(N, 3, s, s)`` + embeddings ``(N, text_dim)`` -> tokens ``(N, S, d)``."""
-        fmap = self.image_encoder(images, cond)
+        """Preprocessed images ``(N, 3, s, s)`` + embeddings ``(N, text_dim)`` -> tokens ``(N, S, d)``. A frozen
+        trunk's output is rounded to float16, as the training cache stores it."""
+        trunk = self.image_encoder.trunk(images)
+        if self.cfg.frozen_blocks:
+            trunk = trunk.to(torch.float16)
+        return self.encode_trunk(trunk, cond)
+
+    def encode_trunk(self, trunk: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The image encoder's ``trunk`` output ``(N, C, h, w)`` (live, or cached in training) + embeddings
+        -> tokens ``(N, S, d)``."""
+        fmap = self.image_encoder.forward_features(trunk.to(self.device, torch.float32), cond)
         if self.cfg.spatial_pos:
             fmap = fmap + sincos_2d(fmap.shape[1], fmap.shape[2], fmap.shape[3]).to(fmap)
         return self.token_learner(fmap)
 
+    def add_state(self, tokens: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """With ``use_state``: tokens ``(B, T, S, d)`` + the embedding of ``state`` ``(B, T, 8)`` on each of a
+        frame's tokens; otherwise the tokens unchanged."""
+        if not self.cfg.use_state:
+            return tokens
+        if state is None:
+            raise ValueError("this RT-1 model was trained with use_state=True: pass the proprioceptive state")
+        x = (state.to(self.device, torch.float32) - self.state_center) / self.state_half_range
+        return tokens + self.state_proj(x)[:, :, None, :]
+
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Per-frame tokens ``(B, T, S, d)`` with T = n_frames -> action logits ``(B, 7, n_bins)``."""
+        """Per-frame tokens ``(B, T, S, d)`` with T = n_frames -> action logits ``(B, action_horizon, 7, n_bins)``."""
         B, T, S, d = tokens.shape
         if (T, S) != (self.cfg.n_frames, self.cfg.tokens_per_frame):
             raise ValueError(f"tokens must be (B, {self.cfg.n_frames}, {self.cfg.tokens_per_frame}, d), got {tuple(tokens.shape)}")
         x = tokens.reshape(B, T * S, d) + self.pos_emb
         x = self.norm(self.transformer(x, mask=self.attn_mask))
         pooled = x[:, -S:].mean(dim=1)  # the last (current) frame's tokens
-        return self.head(pooled).view(B, ACTION_DIM, self.cfg.n_bins)
+        return self.head(pooled).view(B, self.cfg.action_horizon, ACTION_DIM, self.cfg.n_bins)
 
-    def forward(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """frames ``(B, T, 3, H, W)`` uint8 (oldest first), instructions ``B`` strings -> logits ``(B, 7, n_bins)``."""
-        B, T = frames.shape[:2]
+    def forward(self, frames: torch.Tensor | None, instructions: list[str], state: torch.Tensor | None = None,
+                trunk: torch.Tensor | None = None) -> torch.Tensor:
+        """frames ``(B, T, 3, H, W)`` uint8 (oldest first), or ``trunk`` ``(B, T, C, h, w)`` (cached trunk
+        features, frozen models only); instructions ``B`` strings; ``state`` ``(B, T, 8)`` for ``use_state``
+        -> logits ``(B, action_horizon, 7, n_bins)``."""
+        B, T = (frames if trunk is None else trunk).shape[:2]
         if len(instructions) != B:
             raise ValueError(f"got {len(instructions)} instructions for a batch of {B}")
-        images = self.preprocess(frames, train=self.training).flatten(0, 1)
         cond = self.text_embedding(instructions).repeat_interleave(T, dim=0)
-        tokens = self.encode_frames(images, cond)
-        return self.forward_tokens(tokens.view(B, T, *tokens.shape[1:]))
+        if trunk is None:
+            tokens = self.encode_frames(self.preprocess(frames, train=self.training).flatten(0, 1), cond)
+        else:
+            if not self.cfg.frozen_blocks:
+                raise ValueError("trunk features need a model with frozen_blocks > 0")
+            trunk = trunk.to(self.device, torch.float32)
+            if self.training and self.cfg.feature_shift:
+                trunk = random_shift(trunk, self.cfg.feature_shift)
+            tokens = self.encode_trunk(trunk.flatten(0, 1), cond)
+        return self.forward_tokens(self.add_state(tokens.view(B, T, *tokens.shape[1:]), state))
 
     # -- training-loop interface --------------------------------------------------------------
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy on the tokenized a_t. batch: image (B, T, 3, H, W) uint8, action (B, 1, 7), instruction."""
-        frames = batch["image"]
+        """Cross-entropy on the tokenized a_t .. a_{t+H-1} (steps past the episode's end left out). batch:
+        image (B, T, 3, H, W) uint8 or, frozen, image_features (B, T, C, h, w); action (B, H, 7);
+        action_is_pad (B, H); state (B, T, 8); instruction."""
+        trunk = batch.get("image_features")
+        frames = batch["image"] if trunk is None else trunk
         if frames.shape[1] != self.cfg.n_frames:
-            raise ValueError(f"batch['image'] has {frames.shape[1]} frames, the model expects n_frames={self.cfg.n_frames}")
-        targets = self.tokenizer.encode(batch["action"][:, 0]).to(self.device)  # (B, 7)
-        logits = self(frames, batch["instruction"])
-        loss = F.cross_entropy(logits.reshape(-1, self.cfg.n_bins), targets.reshape(-1))
-        acc = (logits.detach().argmax(-1) == targets).float().mean()
+            raise ValueError(f"the batch has {frames.shape[1]} frames, the model expects n_frames={self.cfg.n_frames}")
+        H = self.cfg.action_horizon
+        targets = self.tokenizer.encode(batch["action"][:, :H]).to(self.device)  # (B, H, 7)
+        if targets.shape[1] != H:
+            raise ValueError(f"batch['action'] has {targets.shape[1]} steps, the model predicts action_horizon={H}")
+        pad = batch.get("action_is_pad")
+        keep = torch.ones(targets.shape[:2], device=self.device) if pad is None else (~pad[:, :H]).float().to(self.device)
+        logits = self(None if trunk is not None else frames, batch["instruction"], batch.get("state"), trunk)
+        ce = F.cross_entropy(logits.reshape(-1, self.cfg.n_bins), targets.reshape(-1), reduction="none")
+        w = keep[:, :, None].expand_as(targets).reshape(-1)
+        loss = (ce * w).sum() / w.sum().clamp(min=1.0)
+        hit = (logits.detach().argmax(-1) == targets).float().reshape(-1)
+        acc = (hit * w).sum() / w.sum().clamp(min=1.0)
         return loss, {"loss": float(loss.detach()), "token_acc": float(acc)}
 
     def data_spec(self) -> dict:
-        """DemoDataset kwargs: n_frames of history, the single next action."""
-        return {"n_obs": self.cfg.n_frames, "horizon": 1, "goal_offset": None, "image_keys": ("image",)}
+        """DemoDataset kwargs: n_frames of history, action_horizon actions; a frozen model reads cached
+        trunk features instead of frames."""
+        spec = {"n_obs": self.cfg.n_frames, "horizon": self.cfg.action_horizon, "goal_offset": None,
+                "image_keys": ("image",)}
+        if self.cfg.frozen_blocks:
+            spec.update(image_keys=(), features={"image": TrunkEncoder(self)})
+        return spec
 
 
+def random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Shift each sample's maps ``(B, T, C, h, w)`` by up to ``pad`` cells each way (replicate padding; the
+    same shift for the T frames of a sample), DrQ's random shift applied to feature maps."""
+    B, T, C, h, w = x.shape
+    padded = F.pad(x.reshape(B, T * C, h, w), (pad, pad, pad, pad), mode="replicate")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, B)).tolist()
+    return torch.stack([padded[b, :, y:y + h, z:z + w] for b, (y, z) in enumerate(zip(dy, dx))]).view(B, T, C, h, w)
+
+
+class TrunkEncoder:
+    """The frozen trunk of an RT-1 model as a ``vlabench.data.features.FrameEncoder``: centre crop, resize,
+    normalize, stem + frozen blocks, float16. Its fingerprint hashes the trunk's weights and the
+    preprocessing, so a cache built for other weights or sizes is never read."""
+
+    stream = "image"
+
+    def __init__(self, model: RT1Model) -> None:
+        self.model = model
+        c = model.cfg
+        self._spec = {"backbone": c.backbone, "frozen_blocks": c.frozen_blocks, "image_size": c.image_size,
+                      "crop_scale": c.crop_scale}
+        h = hashlib.sha256(json.dumps(self._spec, sort_keys=True).encode())
+        for k, v in sorted(model.image_encoder.trunk_state().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        self._fingerprint = h.hexdigest()
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def describe(self) -> dict:
+        return {"family": "rt1", **self._spec}
+
+    @torch.inference_mode()
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        m = self.model
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)[:, None]
+        images = m.preprocess(x, train=False)[:, 0]
+        was_training = m.image_encoder.training
+        try:
+            return m.image_encoder.eval().trunk(images).to(torch.float16).cpu().numpy()
+        finally:
+            m.image_encoder.train(was_training)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from vlabench.contracts import SlotMemory
+from vlabench.models.blocks.chunking import ensemble_step
 from vlabench.models.checkpoint import CheckpointPolicy
 from vlabench.models.rt1.model import RT1Model
 
@@ -15,15 +16,20 @@ class RT1Policy(CheckpointPolicy):
     one new frame per env instead of six.
 
     On a slot's first step the history is filled with the current frame, matching the dataset's edge
-    padding; afterwards each step drops the oldest frame and appends the newest.
+    padding; afterwards each step drops the oldest frame and appends the newest. A model with
+    ``action_horizon`` > 1 predicts a chunk every step and the slot executes the temporal ensemble of every
+    chunk covering the step (``ensemble_decay``; vlabench.models.blocks.chunking).
     """
 
     DECODES = ("argmax", "mean")
 
-    def __init__(self, model: RT1Model, device: str | torch.device = "cpu", decode: str = "argmax") -> None:
+    def __init__(self, model: RT1Model, device: str | torch.device = "cpu", decode: str = "argmax",
+                 ensemble_decay: float = 0.01) -> None:
         if decode not in self.DECODES:
             raise ValueError(f"unknown decode {decode!r}; valid: {', '.join(self.DECODES)}")
-        self.decode = decode
+        if ensemble_decay < 0:
+            raise ValueError(f"ensemble_decay must be >= 0, got {ensemble_decay}")
+        self.decode, self.ensemble_decay = decode, float(ensemble_decay)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.memory = SlotMemory(history=model.cfg.n_frames)
@@ -45,15 +51,24 @@ class RT1Policy(CheckpointPolicy):
         frames = image.permute(0, 3, 1, 2)[:, None]  # (n, 1, 3, H, W)
         images = m.preprocess(frames, train=False)[:, 0]
         tokens = m.encode_frames(images, m.text_embedding(list(obs_batch["instruction"])))  # (n, S, d)
+        if m.cfg.use_state:
+            if "state" not in obs_batch:
+                raise KeyError("this RT-1 model was trained with use_state=True: obs_batch needs 'state'")
+            state = torch.as_tensor(np.asarray(obs_batch["state"], np.float32))[:, None]
+            tokens = m.add_state(tokens[:, None], state)[:, 0]  # a frame's tokens carry its own state
         for st, tok in zip(states, tokens):
             if st.fresh:
                 st.history.extend([tok] * m.cfg.n_frames)
             else:
                 st.history.append(tok)
         hist = torch.stack([torch.stack(list(st.history)) for st in states])  # (n, T, S, d)
-        logits = m.forward_tokens(hist)  # (n, 7, n_bins)
+        logits = m.forward_tokens(hist)  # (n, H, 7, n_bins)
         if self.decode == "mean":
-            actions = m.tokenizer.decode_expected(logits.float().softmax(-1))
+            chunks = m.tokenizer.decode_expected(logits.float().softmax(-1))
         else:
-            actions = m.tokenizer.decode(logits.argmax(dim=-1).cpu())
+            chunks = m.tokenizer.decode(logits.argmax(dim=-1).cpu())
+        if m.cfg.action_horizon == 1:
+            actions = chunks[:, 0]
+        else:
+            actions = np.stack([ensemble_step(st, chunk, self.ensemble_decay) for st, chunk in zip(states, chunks)])
         return np.clip(actions, -1.0, 1.0).astype(np.float32)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlabench.contracts import ACTION_DIM
+from vlabench.models.blocks.normalize import minmax_limits
 from vlabench.models.configs import PresetConfig
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -61,17 +62,6 @@ class StateMLPConfig(PresetConfig):
             raise ValueError(f"dropout must be in [0, 1), got {r.dropout}")
 
 
-def _limits(stats: Mapping, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Center and half-range ``(D,)`` of stats[key]'s min/max; a constant dimension gets half-range 1."""
-    if key not in stats:
-        raise ValueError(f"the state-mlp family needs stats[{key!r}]: train it on demos that record "
-                         f"obs/{key} (collected with this vlabench version); the dataset's stats hold {sorted(stats)}")
-    lo = torch.as_tensor(stats[key]["min"], dtype=torch.float32)
-    hi = torch.as_tensor(stats[key]["max"], dtype=torch.float32)
-    half = (hi - lo) / 2
-    return (hi + lo) / 2, torch.where(half < 1e-6, torch.ones_like(half), half)
-
-
 class StateMLP(nn.Module):
     """Privileged state history -> action chunk; see the module docstring."""
 
@@ -79,7 +69,7 @@ class StateMLP(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg.resolved()
         for key in ("action", "privileged"):
-            center, half = _limits(stats, key)
+            center, half = minmax_limits(stats, key)
             self.register_buffer(f"{key}_center", center)
             self.register_buffer(f"{key}_half_range", half)
         self.state_dim = int(self.privileged_center.shape[0])

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from vlabench.contracts import SlotMemory
+from vlabench.models.blocks.chunking import ensemble_step
 from vlabench.models.checkpoint import CheckpointPolicy
 from vlabench.models.state_mlp.model import StateMLP
 
@@ -49,29 +50,16 @@ class StateMLPPolicy(CheckpointPolicy):
         for st, row in zip(states, priv):
             if st.fresh:
                 st.history.extend([row] * self.model.cfg.n_obs_steps)
-                st.data["chunks"] = []
             else:
                 st.history.append(row)
         need = [i for i, st in enumerate(states) if self.ensemble or not st.queue]
         if need:
             hist = torch.from_numpy(np.stack([np.stack(list(states[i].history)) for i in need])).to(self.device)
-            chunks = self.model.predict_action_chunk(hist).float().cpu().numpy()
-            for i, chunk in zip(need, chunks):
-                if self.ensemble:
-                    states[i].data["chunks"].append([chunk, 0])
-                else:
+            chunks = dict(zip(need, self.model.predict_action_chunk(hist).float().cpu().numpy()))
+            if not self.ensemble:
+                for i, chunk in chunks.items():
                     states[i].queue.extend(chunk[: self.n_action_steps])
         out = np.empty((len(states), 7), np.float32)
         for i, st in enumerate(states):
-            out[i] = self._ensembled(st.data["chunks"]) if self.ensemble else st.queue.popleft()
+            out[i] = ensemble_step(st, chunks[i], self.ensemble_decay) if self.ensemble else st.queue.popleft()
         return np.clip(out, -1.0, 1.0)
-
-    def _ensembled(self, chunks: list) -> np.ndarray:
-        """Weighted mean of every live chunk's action for this step; ages each chunk by one step."""
-        horizon = self.model.cfg.horizon
-        chunks[:] = [c for c in chunks if c[1] < horizon]
-        actions = np.stack([c[0][c[1]] for c in chunks])
-        w = np.exp(-self.ensemble_decay * np.arange(len(chunks)))
-        for c in chunks:
-            c[1] += 1
-        return (w[:, None] * actions).sum(0) / w.sum()
