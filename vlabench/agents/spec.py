@@ -8,7 +8,9 @@ Forms of ``--policy`` (tried in this order):
 - ``package.module:ClassName``: your own class, imported and built as ``ClassName(**options)`` (plus
   ``device=`` when its constructor takes one);
 - a name registered by an installed package in the entry-point group ``vlabench.policies``
-  (``[project.entry-points."vlabench.policies"] my-policy = "my_pkg.policy:MyPolicy"``).
+  (``[project.entry-points."vlabench.policies"] my-policy = "my_pkg.policy:MyPolicy"``);
+- ``ws://HOST:PORT`` (or ``wss://``): a policy served by another process, over the openpi or the
+  vla-eval protocol (vlabench.agents.served; options ``protocol``, ``timeout_s``, ``keys``, ...).
 
 ``--policy-option KEY=VALUE`` values reach the checkpoint's policy class or your constructor, converted
 to the type of the parameter's default. In Python, ``vlabench.eval.harness.run(cfg, policy=obj)`` takes a
@@ -33,7 +35,7 @@ from vlabench.agents.builtin import BUILTIN_POLICIES, ExpertPolicy, NoopPolicy, 
 from vlabench.contracts import Traits, UserError, coerce_option
 
 ENTRY_POINT_GROUP = "vlabench.policies"
-KINDS = ("builtin", "checkpoint", "import", "entry_point", "instance")
+KINDS = ("builtin", "checkpoint", "import", "entry_point", "served", "instance")
 _IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 BUILTIN_CLASSES = {"expert": ExpertPolicy, "random": RandomPolicy, "noop": NoopPolicy, "replay": ReplayPolicy}
 
@@ -61,7 +63,7 @@ class PolicySpec:
     """A policy, named but not built. Frozen and picklable (an instance spec pickles its instance)."""
 
     kind: str
-    """builtin | checkpoint | import | entry_point | instance"""
+    """builtin | checkpoint | import | entry_point | served | instance"""
     target: str
     """The built-in name (replay: ``replay:DIR``), the checkpoint path, the import string, the entry
     point's name, or the instance's class as ``module:Class``."""
@@ -85,6 +87,8 @@ class PolicySpec:
             return cls("builtin", text)
         if text == "replay":
             raise UserError("policy 'replay' needs a demo dataset: use 'replay:DATASET_DIR'")
+        if text.startswith(("ws://", "wss://")):
+            return cls("served", text, opts)
         path = Path(text)
         if path.is_dir():
             return cls("checkpoint", text, opts)
@@ -98,7 +102,7 @@ class PolicySpec:
         registered = ", ".join(sorted(entry_points())) or "none installed"
         raise UserError(f"unknown policy {text!r}; valid: {', '.join(BUILTIN_POLICIES)} (replay as "
                         "'replay:DATASET_DIR'), an existing checkpoint directory, 'package.module:ClassName', "
-                        f"or a registered entry point ({ENTRY_POINT_GROUP}: {registered})")
+                        f"ws://HOST:PORT (a policy server), or a registered entry point ({ENTRY_POINT_GROUP}: {registered})")
 
     @classmethod
     def of(cls, policy: "PolicySpec | str | Path | Any", options: Sequence[str] | Mapping[str, Any] = ()) -> "PolicySpec":
@@ -128,6 +132,10 @@ class PolicySpec:
             from vlabench.models.registry import get_spec
 
             return get_spec(read_config(self.target).get("model")).policy_cls
+        if self.kind == "served":
+            from vlabench.agents.served import ServedPolicy
+
+            return ServedPolicy
         if self.kind == "import":
             module, _, qualname = self.target.partition(":")
             try:
@@ -152,7 +160,7 @@ class PolicySpec:
     @property
     def uses_torch(self) -> bool:
         """Whether ``act`` may run torch (it then runs under inference mode); never for the built-ins."""
-        if self.kind == "builtin":
+        if self.kind in ("builtin", "served"):
             return False
         return self.kind == "checkpoint" or importlib.util.find_spec("torch") is not None
 
@@ -173,6 +181,8 @@ class PolicySpec:
             except (OSError, ValueError):
                 name = path.name
             return {**base, "name": str(name), "checkpoint": portable_path(path), "checkpoint_hash": checkpoint_hash(path)}
+        if self.kind == "served":  # asks the server for its metadata
+            return {**base, "server": self.build().describe_server()}
         cls = self.policy_class()
         package, version = _distribution_of(cls)
         return {**base, "import": f"{cls.__module__}:{cls.__qualname__}", "package": package, "version": version}
@@ -191,6 +201,8 @@ class PolicySpec:
 
             return load_policy(self.target, device, **opts)
         cls = self.policy_class()
+        if self.kind == "served":
+            opts["url"] = self.target
         params = inspect.signature(cls).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         unknown = sorted(k for k in opts if k not in params and not takes_any)

@@ -1,0 +1,1 @@
+"""Evaluation: rollout workers, metrics (Wilson intervals, paired tests) and results files."""

@@ -1,0 +1,1 @@
+"""Reporting: markdown/CSV tables, bar charts and paired comparisons built from results directories."""
