@@ -347,3 +347,35 @@ def test_state_embedding_is_required_once_trained_with():
     del obs["state"]
     with pytest.raises(KeyError, match="needs 'state'"):
         policy.act(obs)
+
+
+def test_wrist_camera_adds_its_tokens_and_its_cache():
+    from vlabench.models.rt1.model import TrunkEncoder
+
+    torch.manual_seed(0)
+    full = RT1Model(tiny_cfg(), STATS)
+    model = _perturb(RT1Model(tiny_cfg(use_wrist=True, frozen_blocks=full.image_encoder.n_blocks - 1), STATS)).eval()
+    spec = model.data_spec()
+    assert spec["image_keys"] == () and sorted(spec["features"]) == ["image", "wrist_image"]
+    assert spec["features"]["wrist_image"].stream == "wrist_image"
+    batch = make_batch(B=2, T=3, H=40, W=40)
+    wrist = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="use_wrist=True"):
+        model(batch["image"], batch["instruction"])
+    enc = TrunkEncoder(model, "wrist_image")
+
+    def cached(x):
+        f = enc.encode(x.flatten(0, 1).permute(0, 2, 3, 1).numpy())
+        return torch.from_numpy(f).view(2, 3, *f.shape[1:])
+
+    with torch.no_grad():
+        live = model(batch["image"], batch["instruction"], wrist=wrist)
+        from_cache = model(None, batch["instruction"], trunk=cached(batch["image"]), wrist_trunk=cached(wrist))
+        other = model(batch["image"], batch["instruction"], wrist=255 - wrist)
+    torch.testing.assert_close(live, from_cache)
+    assert not torch.allclose(live, other)  # the wrist view matters
+    policy = RT1Policy(model, "cpu")
+    obs = _obs(_rand_frames(2, seed=1), ["pick up the cup"] * 2, [0, 1], [True, True])
+    obs["wrist_image"] = np.stack(_rand_frames(2, seed=2, size=32))
+    assert policy.act(obs).shape == (2, 7)
+    assert policy.memory[0].history[0].shape == (2 * model.cfg.tokens_per_frame, model.cfg.d_model)

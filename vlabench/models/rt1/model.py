@@ -109,6 +109,10 @@ class RT1Config(PresetConfig):
     """Actions predicted per step (a_t .. a_{t+H-1}, 7 x n_bins logits each, cross-entropy over the steps
     inside the episode); the policy ensembles overlapping chunks (ACT's temporal ensembling).
     1 = RT-1's single action."""
+    use_wrist: bool = False
+    """Also encode the wrist camera (same image encoder and TokenLearner, its own learned camera embedding):
+    each frame then has 2 x ``tokens_per_frame`` tokens. RT-1 had one camera; the reference policies lose
+    10-45% success without a wrist view."""
     use_state: bool = False
     """Add a linear embedding of the proprioceptive ``state`` (end-effector pose and gripper, min-max
     normalized with the dataset's stats) to every token of its frame."""
@@ -177,8 +181,11 @@ class RT1Model(nn.Module):
             weights_path=cfg.backbone_weights, feature_stride=cfg.feature_stride, frozen_blocks=cfg.frozen_blocks,
         )
         self.token_learner = TokenLearner(cfg.d_model, cfg.tokens_per_frame)
-        n_tokens = cfg.n_frames * cfg.tokens_per_frame
-        self.pos_emb = nn.Parameter(torch.randn(n_tokens, cfg.d_model) * 0.02)
+        self.cameras = ("image", "wrist_image") if cfg.use_wrist else ("image",)
+        self.frame_tokens = cfg.tokens_per_frame * len(self.cameras)
+        self.pos_emb = nn.Parameter(torch.randn(cfg.n_frames * self.frame_tokens, cfg.d_model) * 0.02)
+        if cfg.use_wrist:
+            self.camera_emb = nn.Parameter(torch.randn(len(self.cameras), cfg.d_model) * 0.02)
         layer = nn.TransformerEncoderLayer(
             cfg.d_model, cfg.n_heads, dim_feedforward=4 * cfg.d_model, dropout=cfg.dropout,
             activation="gelu", batch_first=True, norm_first=True,
@@ -191,7 +198,7 @@ class RT1Model(nn.Module):
             self.register_buffer("state_center", center)
             self.register_buffer("state_half_range", half)
             self.state_proj = nn.Linear(STATE_DIM, cfg.d_model)
-        self.register_buffer("attn_mask", block_causal_mask(cfg.n_frames, cfg.tokens_per_frame), persistent=False)
+        self.register_buffer("attn_mask", block_causal_mask(cfg.n_frames, self.frame_tokens), persistent=False)
 
     # -- pieces (the policy calls them separately to cache per-frame tokens) --------------------
     @property
@@ -254,22 +261,17 @@ class RT1Model(nn.Module):
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Per-frame tokens ``(B, T, S, d)`` with T = n_frames -> action logits ``(B, action_horizon, 7, n_bins)``."""
         B, T, S, d = tokens.shape
-        if (T, S) != (self.cfg.n_frames, self.cfg.tokens_per_frame):
-            raise ValueError(f"tokens must be (B, {self.cfg.n_frames}, {self.cfg.tokens_per_frame}, d), got {tuple(tokens.shape)}")
+        if (T, S) != (self.cfg.n_frames, self.frame_tokens):
+            raise ValueError(f"tokens must be (B, {self.cfg.n_frames}, {self.frame_tokens}, d), got {tuple(tokens.shape)}")
         x = tokens.reshape(B, T * S, d) + self.pos_emb
         x = self.norm(self.transformer(x, mask=self.attn_mask))
         pooled = x[:, -S:].mean(dim=1)  # the last (current) frame's tokens
         return self.head(pooled).view(B, self.cfg.action_horizon, ACTION_DIM, self.cfg.n_bins)
 
-    def forward(self, frames: torch.Tensor | None, instructions: list[str], state: torch.Tensor | None = None,
-                trunk: torch.Tensor | None = None) -> torch.Tensor:
-        """frames ``(B, T, 3, H, W)`` uint8 (oldest first), or ``trunk`` ``(B, T, C, h, w)`` (cached trunk
-        features, frozen models only); instructions ``B`` strings; ``state`` ``(B, T, 8)`` for ``use_state``
-        -> logits ``(B, action_horizon, 7, n_bins)``."""
+    def camera_tokens(self, frames: torch.Tensor | None, cond: torch.Tensor, trunk: torch.Tensor | None = None) -> torch.Tensor:
+        """One camera's frames ``(B, T, 3, H, W)`` uint8, or its cached ``trunk`` ``(B, T, C, h, w)`` (frozen
+        models), + embeddings ``(B*T, text_dim)`` -> tokens ``(B, T, tokens_per_frame, d)``."""
         B, T = (frames if trunk is None else trunk).shape[:2]
-        if len(instructions) != B:
-            raise ValueError(f"got {len(instructions)} instructions for a batch of {B}")
-        cond = self.text_embedding(instructions).repeat_interleave(T, dim=0)
         if trunk is None:
             tokens = self.encode_frames(self.preprocess(frames, train=self.training).flatten(0, 1), cond)
         else:
@@ -279,7 +281,30 @@ class RT1Model(nn.Module):
             if self.training and self.cfg.feature_shift:
                 trunk = random_shift(trunk, self.cfg.feature_shift)
             tokens = self.encode_trunk(trunk.flatten(0, 1), cond)
-        return self.forward_tokens(self.add_state(tokens.view(B, T, *tokens.shape[1:]), state))
+        return tokens.view(B, T, *tokens.shape[1:])
+
+    def join_cameras(self, per_camera: list[torch.Tensor]) -> torch.Tensor:
+        """Tokens ``(B, T, S, d)`` of each camera in ``self.cameras`` order -> ``(B, T, frame_tokens, d)``."""
+        if len(per_camera) == 1:
+            return per_camera[0]
+        return torch.cat([t + self.camera_emb[i] for i, t in enumerate(per_camera)], dim=2)
+
+    def forward(self, frames: torch.Tensor | None, instructions: list[str], state: torch.Tensor | None = None,
+                trunk: torch.Tensor | None = None, wrist: torch.Tensor | None = None,
+                wrist_trunk: torch.Tensor | None = None) -> torch.Tensor:
+        """frames ``(B, T, 3, H, W)`` uint8 (oldest first), or ``trunk`` ``(B, T, C, h, w)`` (cached trunk
+        features, frozen models only); with ``use_wrist`` also ``wrist`` or ``wrist_trunk``; instructions ``B``
+        strings; ``state`` ``(B, T, 8)`` for ``use_state`` -> logits ``(B, action_horizon, 7, n_bins)``."""
+        B, T = (frames if trunk is None else trunk).shape[:2]
+        if len(instructions) != B:
+            raise ValueError(f"got {len(instructions)} instructions for a batch of {B}")
+        cond = self.text_embedding(instructions).repeat_interleave(T, dim=0)
+        per_camera = [self.camera_tokens(frames, cond, trunk)]
+        if self.cfg.use_wrist:
+            if wrist is None and wrist_trunk is None:
+                raise ValueError("this RT-1 model was trained with use_wrist=True: pass the wrist frames")
+            per_camera.append(self.camera_tokens(wrist, cond, wrist_trunk))
+        return self.forward_tokens(self.add_state(self.join_cameras(per_camera), state))
 
     # -- training-loop interface --------------------------------------------------------------
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -296,7 +321,10 @@ class RT1Model(nn.Module):
             raise ValueError(f"batch['action'] has {targets.shape[1]} steps, the model predicts action_horizon={H}")
         pad = batch.get("action_is_pad")
         keep = torch.ones(targets.shape[:2], device=self.device) if pad is None else (~pad[:, :H]).float().to(self.device)
-        logits = self(None if trunk is not None else frames, batch["instruction"], batch.get("state"), trunk)
+        wrist_trunk = batch.get("wrist_image_features")
+        wrist = batch.get("wrist_image") if wrist_trunk is None else None
+        logits = self(None if trunk is not None else frames, batch["instruction"], batch.get("state"), trunk,
+                      wrist, wrist_trunk)
         ce = F.cross_entropy(logits.reshape(-1, self.cfg.n_bins), targets.reshape(-1), reduction="none")
         w = keep[:, :, None].expand_as(targets).reshape(-1)
         loss = (ce * w).sum() / w.sum().clamp(min=1.0)
@@ -308,9 +336,9 @@ class RT1Model(nn.Module):
         """DemoDataset kwargs: n_frames of history, action_horizon actions; a frozen model reads cached
         trunk features instead of frames."""
         spec = {"n_obs": self.cfg.n_frames, "horizon": self.cfg.action_horizon, "goal_offset": None,
-                "image_keys": ("image",)}
+                "image_keys": self.cameras}
         if self.cfg.frozen_blocks:
-            spec.update(image_keys=(), features={"image": TrunkEncoder(self)})
+            spec.update(image_keys=(), features={cam: TrunkEncoder(self, cam) for cam in self.cameras})
         return spec
 
 
@@ -328,10 +356,8 @@ class TrunkEncoder:
     normalize, stem + frozen blocks, float16. Its fingerprint hashes the trunk's weights and the
     preprocessing, so a cache built for other weights or sizes is never read."""
 
-    stream = "image"
-
-    def __init__(self, model: RT1Model) -> None:
-        self.model = model
+    def __init__(self, model: RT1Model, stream: str = "image") -> None:
+        self.model, self.stream = model, stream
         c = model.cfg
         self._spec = {"backbone": c.backbone, "frozen_blocks": c.frozen_blocks, "image_size": c.image_size,
                       "crop_scale": c.crop_scale}

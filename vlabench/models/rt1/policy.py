@@ -48,9 +48,14 @@ class RT1Policy(CheckpointPolicy):
             raise ValueError(f"obs_batch['image'] must be (n, H, W, 3) uint8, got {tuple(image.shape)}")
         states = self.memory.update(obs_batch)
         m = self.model
-        frames = image.permute(0, 3, 1, 2)[:, None]  # (n, 1, 3, H, W)
-        images = m.preprocess(frames, train=False)[:, 0]
-        tokens = m.encode_frames(images, m.text_embedding(list(obs_batch["instruction"])))  # (n, S, d)
+        cond = m.text_embedding(list(obs_batch["instruction"]))
+        per_camera = []
+        for cam in m.cameras:
+            if cam not in obs_batch:
+                raise KeyError(f"this RT-1 model reads obs_batch[{cam!r}]")
+            frames = torch.as_tensor(np.asarray(obs_batch[cam])).permute(0, 3, 1, 2)[:, None]  # (n, 1, 3, H, W)
+            per_camera.append(m.camera_tokens(frames, cond))
+        tokens = m.join_cameras(per_camera)[:, 0]  # (n, S, d)
         if m.cfg.use_state:
             if "state" not in obs_batch:
                 raise KeyError("this RT-1 model was trained with use_state=True: obs_batch needs 'state'")
