@@ -121,3 +121,32 @@ def test_the_discussion_file_nests_under_results_and_keeps_code_blocks(tmp_path)
     assert "\n# a shell comment\n" in text
     ctx.profile.discussion = None
     assert discussion_markdown(ctx) == "The profile names no discussion file.\n"
+
+
+def test_profile_device_and_options_reach_training(tmp_path):
+    import dataclasses
+
+    from vlabench.pipeline import stages
+
+    profile = load_profile(PROFILE)
+    rt1 = profile.model("rt1")
+    ctx = stages.Context(profile, tmp_path)
+    spec = stages._train_spec(ctx, rt1)
+    assert spec["train"]["device"] == profile.device == "cpu"
+    assert spec["train"]["eval_options"] == list(rt1.options) == ["decode=mean"]
+    own = dataclasses.replace(rt1, train={**rt1.train, "device": "cuda", "eval_options": ["decode=argmax"]})
+    assert stages._train_settings(ctx, own)["device"] == "cuda"
+    assert stages._train_settings(ctx, own)["eval_options"] == ["decode=argmax"]
+
+
+def test_eval_takes_the_checkpoint_the_rollouts_kept(smoke, tmp_path):
+    from vlabench.pipeline import stages
+
+    out = tmp_path / "copy"
+    shutil.copytree(smoke, out, symlinks=True)
+    ctx = stages.Context(load_profile(PROFILE), out)
+    run_dir = out / "train" / "rt1"
+    assert stages._policy_spec(ctx, "rt1") == str(run_dir)
+    shutil.copytree(run_dir / "latest", run_dir / "best")
+    assert stages._policy_spec(ctx, "rt1") == str(run_dir / "best")
+    assert stages._policy_spec(ctx, "random") == "random"

@@ -119,11 +119,21 @@ def vqa(ctx: Context) -> None:
         run["status"] = "done"
 
 
+def _train_settings(ctx: Context, m: ModelRun) -> dict:
+    """The model's train overrides, plus what the profile implies: its ``device`` (unless the model names
+    one) and the model's inference ``options`` for the periodic rollouts (unless it sets ``eval_options``),
+    so that the checkpoint kept by rollouts is chosen under the options it is evaluated with."""
+    train = {"device": ctx.profile.device, **m.train}
+    if m.options and "eval_options" not in train:
+        train["eval_options"] = list(m.options)
+    return train
+
+
 def _train_spec(ctx: Context, m: ModelRun) -> dict:
     model = dict(m.model)
     if m.vqa:
         model["vqa_data"] = str(ctx.vqa_file)
-    return {"recipe": m.recipe, "model": model, "train": dict(m.train), "data": str(ctx.train_data),
+    return {"recipe": m.recipe, "model": model, "train": _train_settings(ctx, m), "data": str(ctx.train_data),
             "out": str(ctx.train_dir(m.name)), "threads": m.threads}
 
 
@@ -150,6 +160,8 @@ def _logged_step(run_dir: Path) -> int:
 def _train_inputs(ctx: Context, m: ModelRun, spec: dict) -> dict:
     inputs = {"data": data_identity(ctx, "train"), "recipe": file_hash(m.recipe),
               "overrides": value_hash({"model": m.model, "train": m.train})}
+    if spec["train"] != m.train:  # what the profile adds (device, rollout options) is an input too
+        inputs["implied"] = value_hash({k: v for k, v in spec["train"].items() if m.train.get(k) != v})
     if m.vqa:
         inputs["vqa"] = file_hash(ctx.vqa_file)
     return inputs
@@ -183,7 +195,7 @@ def train(ctx: Context) -> None:
         if st.is_current(inputs, str(ctx.train_dir(m.name))):
             ctx.log(f"train:{m.name}: done ({_steps_done(ctx.train_dir(m.name))} steps)")
             continue
-        steps = load_recipe(m.recipe, spec["model"], m.train)[2].steps  # validates the overrides too
+        steps = load_recipe(m.recipe, spec["model"], spec["train"])[2].steps  # validates the overrides too
         pending.append(_Job(m, st, inputs, steps))
     parallel = max(1, ctx.profile.train_settings.parallel)
     running: list[_Job] = []
@@ -236,12 +248,14 @@ def _finish(ctx: Context, job: _Job) -> None:
 
 
 def _policy_spec(ctx: Context, name: str) -> str | None:
-    """The eval --policy of a profile entry: a baseline's name, or a model's finished training run."""
+    """The eval --policy of a profile entry: a baseline's name, or a model's finished training run: the
+    checkpoint its rollouts chose (``best/``, with ``train.eval_every``), else its last one."""
     if name in ctx.profile.baselines:
         return name
     if not Stage(ctx.out, "train", name).done:
         return None
-    return str(ctx.train_dir(name))
+    best = ctx.train_dir(name) / "best"
+    return str(best if best.is_dir() else ctx.train_dir(name))
 
 
 def evaluate(ctx: Context) -> None:
