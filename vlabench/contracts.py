@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
@@ -25,6 +26,19 @@ STATE_DIM = 8
 class UserError(ValueError):
     """An expected failure caused by the user's input (a bad flag, a missing file, an existing output):
     the CLI prints its message as one line and exits with 1, without a traceback."""
+
+
+def parse_options(items: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """``["decode=mean", ...]`` (or a mapping) -> ``{"decode": "mean"}``; UserError on an item without "="."""
+    if isinstance(items, Mapping):
+        return dict(items)
+    out = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key:
+            raise UserError(f"policy option {item!r} must look like KEY=VALUE, e.g. decode=mean")
+        out[key] = value
+    return out
 
 
 def coerce_option(default: Any, value: Any, name: str) -> Any:

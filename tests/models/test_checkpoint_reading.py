@@ -59,3 +59,24 @@ def test_wrong_family_and_missing_checkpoint(ckpt, tmp_path):
     (ckpt / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json is not valid JSON"):
         load_model(ckpt, "cpu")
+
+
+def test_inference_settings_stored_in_the_checkpoint_are_defaults_that_options_override(tmp_path):
+    from vlabench.agents.spec import PolicySpec
+    from vlabench.contracts import UserError
+    from vlabench.models.checkpoint import inference_defaults, load_policy
+    from vlabench.train.config import TrainConfig
+
+    cfg = DiffusionConfig(preset="tiny", text_encoder="hash:16", num_inference_steps=4)
+    train = TrainConfig(inference=["num_inference_steps=2"])
+    ckpt = save_checkpoint(tmp_path / "latest", DiffusionModel(cfg, STATS), "diffusion", cfg, train, STATS, {})
+    assert inference_defaults(ckpt) == {"num_inference_steps": "2"}
+    assert load_policy(ckpt, "cpu").num_inference_steps == 2  # typed: the string became the default's int
+    assert load_policy(ckpt, "cpu", num_inference_steps="3").num_inference_steps == 3
+    desc = PolicySpec.parse(str(ckpt), ["num_inference_steps=3"]).describe()
+    assert desc["options"] == {"num_inference_steps": "3"} and desc["inference"] == {"num_inference_steps": "3"}
+    assert PolicySpec.parse(str(ckpt)).describe()["inference"] == {"num_inference_steps": "2"}
+    bad = save_checkpoint(tmp_path / "bad", DiffusionModel(cfg, STATS), "diffusion", cfg,
+                          TrainConfig(inference=["decode=mean"]), STATS, {})
+    with pytest.raises(UserError, match=r"policy options \['decode'\] are not options of DiffusionPolicy"):
+        load_policy(bad, "cpu")

@@ -133,10 +133,10 @@ def test_profile_device_and_options_reach_training(tmp_path):
     ctx = stages.Context(profile, tmp_path)
     spec = stages._train_spec(ctx, rt1)
     assert spec["train"]["device"] == profile.device == "cpu"
-    assert spec["train"]["eval_options"] == list(rt1.options) == ["decode=mean"]
-    own = dataclasses.replace(rt1, train={**rt1.train, "device": "cuda", "eval_options": ["decode=argmax"]})
+    assert spec["train"]["inference"] == list(rt1.options) == ["decode=mean"]
+    own = dataclasses.replace(rt1, train={**rt1.train, "device": "cuda", "inference": ["decode=argmax"]})
     assert stages._train_settings(ctx, own)["device"] == "cuda"
-    assert stages._train_settings(ctx, own)["eval_options"] == ["decode=argmax"]
+    assert stages._train_settings(ctx, own)["inference"] == ["decode=argmax"]
 
 
 def test_eval_takes_the_checkpoint_the_rollouts_kept(smoke, tmp_path):

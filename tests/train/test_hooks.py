@@ -13,7 +13,7 @@ from vlabench.train.checkpoint import copy_checkpoint
 from vlabench.train.config import TrainConfig
 
 
-def test_rollout_gets_the_policy_options(tmp_path, monkeypatch):
+def test_rollout_runs_the_checkpoint_on_the_selection_suite(tmp_path, monkeypatch):
     seen = {}
 
     def fake_run(cmd, **kw):
@@ -25,16 +25,17 @@ def test_rollout_gets_the_policy_options(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hooks.subprocess, "run", fake_run)
     cfg = TrainConfig(eval_every=5, eval_suite="envs/lite_select.toml", eval_episodes=8,
-                      eval_options=["decode=mean", "ensemble_decay=0.1"])
+                      inference=["decode=mean", "ensemble_decay=0.1"])
     res = hooks.periodic_eval(tmp_path / "latest", cfg, 5, torch.device("cpu"))
     assert res == {"eval_success_rate": 0.25, "eval_episodes": 8.0}
     cmd = seen["cmd"]
     assert cmd[cmd.index("--suite") + 1] == "envs/lite_select.toml" and cmd[cmd.index("--max-episodes") + 1] == "8"
-    assert [cmd[i + 1] for i, c in enumerate(cmd) if c == "--policy-option"] == ["decode=mean", "ensemble_decay=0.1"]
+    assert cmd[cmd.index("--policy") + 1] == str(tmp_path / "latest")
+    assert "--policy-option" not in cmd  # the checkpoint carries its inference settings itself
 
 
 def test_keep_best_keeps_the_highest_rate_and_the_later_of_ties(tmp_path):
-    cfg = TrainConfig(eval_every=1, eval_suite="envs/lite_select.toml", eval_options=["decode=mean"])
+    cfg = TrainConfig(eval_every=1, eval_suite="envs/lite_select.toml", inference=["decode=mean"])
     latest = tmp_path / "latest"
     latest.mkdir()
     kept = []
@@ -46,4 +47,4 @@ def test_keep_best_keeps_the_highest_rate_and_the_later_of_ties(tmp_path):
     assert (tmp_path / "best" / "step.txt").read_text() == "3"
     record = json.loads((tmp_path / "best.json").read_text())
     assert record == {"step": 3, "eval_success_rate": 0.2, "eval_episodes": 8.0,
-                      "eval_suite": "envs/lite_select.toml", "eval_options": ["decode=mean"]}
+                      "eval_suite": "envs/lite_select.toml", "inference": ["decode=mean"]}

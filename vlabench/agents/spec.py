@@ -32,25 +32,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from vlabench.agents.builtin import BUILTIN_POLICIES, ExpertPolicy, NoopPolicy, RandomPolicy, ReplayPolicy
-from vlabench.contracts import Traits, UserError, coerce_option
+from vlabench.contracts import Traits, UserError, coerce_option, parse_options
 
 ENTRY_POINT_GROUP = "vlabench.policies"
 KINDS = ("builtin", "checkpoint", "import", "entry_point", "served", "instance")
 _IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 BUILTIN_CLASSES = {"expert": ExpertPolicy, "random": RandomPolicy, "noop": NoopPolicy, "replay": ReplayPolicy}
-
-
-def parse_options(items: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
-    """``["decode=mean", ...]`` (or a mapping) -> ``{"decode": "mean"}``; UserError on an item without "="."""
-    if isinstance(items, Mapping):
-        return dict(items)
-    out = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key:
-            raise UserError(f"policy option {item!r} must look like KEY=VALUE, e.g. decode=mean")
-        out[key] = value
-    return out
 
 
 def entry_points() -> dict[str, metadata.EntryPoint]:
@@ -175,12 +162,16 @@ class PolicySpec:
             from vlabench.fileio import portable_path
             from vlabench.models.checkpoint import checkpoint_hash, read_config, resolve_checkpoint_dir
 
+            from vlabench.models.checkpoint import inference_defaults
+
             path = resolve_checkpoint_dir(self.target)
             try:
                 name = read_config(path).get("model") or path.name
+                defaults = inference_defaults(path)
             except (OSError, ValueError):
-                name = path.name
-            return {**base, "name": str(name), "checkpoint": portable_path(path), "checkpoint_hash": checkpoint_hash(path)}
+                name, defaults = path.name, {}
+            return {**base, "name": str(name), "checkpoint": portable_path(path), "checkpoint_hash": checkpoint_hash(path),
+                    "inference": {**defaults, **dict(self.options)}}
         if self.kind == "served":  # asks the server for its metadata
             return {**base, "server": self.build().describe_server()}
         cls = self.policy_class()

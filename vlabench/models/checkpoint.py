@@ -24,12 +24,12 @@ import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from vlabench.contracts import UserError, coerce_option
+from vlabench.contracts import UserError, coerce_option, parse_options
 from vlabench.devices import resolve_device
 from vlabench.models import registry
 from vlabench.models.configs import config_from_dict
@@ -191,20 +191,34 @@ def policy_option_names(policy_cls: type) -> list[str]:
     return [n for n in inspect.signature(policy_cls.__init__).parameters if n not in ("self", "model", "device")]
 
 
+def check_policy_options(policy_cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` converted to the types of the policy class's constructor defaults (its typed inference
+    config); UserError naming the unknown ones or a value that does not convert."""
+    valid = policy_option_names(policy_cls)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise UserError(f"policy options {unknown} are not options of {policy_cls.__name__}; valid: "
+                        f"{', '.join(valid) or 'none'}")
+    params = inspect.signature(policy_cls.__init__).parameters
+    return {k: coerce_option(params[k].default, v, k) for k, v in options.items()}
+
+
+def inference_defaults(path: str | Path) -> dict[str, Any]:
+    """The inference settings a checkpoint was trained to be run with (``train_config.inference`` of its
+    config.json: the recipe's ``[train] inference = ["decode=mean", ...]``), as {name: value string}."""
+    return parse_options(read_config(path).get("train_config", {}).get("inference") or [])
+
+
 def load_policy(path: str | Path, device: str | torch.device = "auto", **options: Any) -> Any:
-    """A ready-to-act Policy: ``spec.policy_cls(model, device, **options)`` with EMA weights when the
-    checkpoint has them. ``options`` are inference-time settings of the policy class (e.g. RT-1's
-    ``decode``); they never change the weights. String values (from ``--policy-option KEY=VALUE``)
-    are converted to the type of the option's default."""
+    """A ready-to-act Policy: ``spec.policy_cls(model, device, **settings)`` with EMA weights when the
+    checkpoint has them. ``settings`` are the checkpoint's inference defaults (``inference_defaults``)
+    updated by ``options`` (e.g. RT-1's ``decode``); they never change the weights. String values (from
+    ``--policy-option KEY=VALUE``) are converted to the type of the option's default."""
     dev = resolve_device(str(device))
     model, info = load_model(path, dev, use_ema=True)
     cls = registry.get_spec(info.model_name).policy_cls
-    valid = policy_option_names(cls)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise UserError(f"policy options {unknown} are not options of {cls.__name__}; valid: {', '.join(valid) or 'none'}")
-    params = inspect.signature(cls.__init__).parameters
-    return cls(model, dev, **{k: coerce_option(params[k].default, v, k) for k, v in options.items()})
+    settings = check_policy_options(cls, {**inference_defaults(path), **options})
+    return cls(model, dev, **settings)
 
 
 class CheckpointPolicy:

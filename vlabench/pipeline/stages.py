@@ -121,11 +121,11 @@ def vqa(ctx: Context) -> None:
 
 def _train_settings(ctx: Context, m: ModelRun) -> dict:
     """The model's train overrides, plus what the profile implies: its ``device`` (unless the model names
-    one) and the model's inference ``options`` for the periodic rollouts (unless it sets ``eval_options``),
-    so that the checkpoint kept by rollouts is chosen under the options it is evaluated with."""
+    one) and the model's inference ``options`` as the checkpoint's stored inference settings (unless it sets
+    ``inference``), so its periodic rollouts, and the checkpoint they keep, run as it is evaluated."""
     train = {"device": ctx.profile.device, **m.train}
-    if m.options and "eval_options" not in train:
-        train["eval_options"] = list(m.options)
+    if m.options and "inference" not in train:
+        train["inference"] = list(m.options)
     return train
 
 

@@ -87,12 +87,14 @@ class TrainConfig:
     eval_suite: str = ""
     """Suite file for the periodic rollout ('' = envs/smoke.toml)."""
     eval_episodes: int = 10
-    """Episodes per periodic rollout."""
-    eval_options: list[str] = field(default_factory=list)
-    """``K=V`` policy options for the periodic rollouts (``vlabench eval --policy-option``), e.g. decode=mean;
-    evaluate the kept checkpoints with the same ones. With ``eval_every``, the checkpoint with the highest
-    rollout success so far is kept as ``OUT/best`` (ties go to the later step; ``OUT/best.json`` says which
-    step, rate and suite): checkpoint selection by rollouts, not by validation loss."""
+    """Episodes per periodic rollout. With ``eval_every``, the checkpoint with the highest rollout success so
+    far is kept as ``OUT/best`` (ties go to the later step; ``OUT/best.json`` says which step, rate and suite):
+    checkpoint selection by rollouts, not by validation loss."""
+    inference: list[str] = field(default_factory=list)
+    """``K=V`` inference settings of the policy (its constructor's options, typed by their defaults), e.g.
+    ``decode=mean``: stored in every checkpoint's config.json and used whenever it is loaded (periodic
+    rollouts, ``vlabench eval``, the pipeline); ``--policy-option`` overrides them and results.json records
+    the effective ones (``policy.inference``). Checked against the policy class when training starts."""
     max_minutes: float = 0.0
     """Wall-clock budget for this invocation in minutes; on expiry a checkpoint is saved and training stops
     so that --resume continues (0 = no budget)."""

@@ -2,8 +2,8 @@
 
 The training loop sits below evaluation (it must not import it), and a rollout in its own process
 cannot disturb the training process's RNG streams, threads or memory. A failing rollout only warns:
-evaluation must never kill training. The rollouts get ``train.eval_options`` as policy options, and
-``keep_best`` keeps the checkpoint with the highest rollout success as ``OUT/best``.
+evaluation must never kill training. The rollouts run the checkpoint with its stored inference settings
+(``train.inference``), and ``keep_best`` keeps the checkpoint with the highest rollout success as ``OUT/best``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ def periodic_eval(checkpoint: Path, cfg: TrainConfig, step: int, device: torch.d
         cmd = [sys.executable, "-m", "vlabench.cli", "eval", "--suite", cfg.eval_suite or DEFAULT_SUITE,
                "--policy", str(checkpoint), "--max-episodes", str(cfg.eval_episodes), "--device", str(device),
                "--out", str(Path(tmp) / "run")]
-        for option in cfg.eval_options:
-            cmd += ["--policy-option", option]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
             if proc.returncode != 0:
@@ -57,5 +55,5 @@ def keep_best(out: Path, latest: Path, result: dict[str, float], cfg: TrainConfi
         return False
     copy(latest, out / BEST_DIR)
     write_json_atomic(record, {"step": step, **result, "eval_suite": cfg.eval_suite or DEFAULT_SUITE,
-                               "eval_options": list(cfg.eval_options)})
+                               "inference": list(cfg.inference)})
     return True

@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 
 from vlabench.devices import resolve_device
 from vlabench.models import registry
-from vlabench.models.checkpoint import (load_ema_tensors, load_model_weights, read_config, read_trainer_state,
-                                         resolve_checkpoint_dir)
+from vlabench.contracts import parse_options
+from vlabench.models.checkpoint import (check_policy_options, load_ema_tensors, load_model_weights, read_config,
+                                         read_trainer_state, resolve_checkpoint_dir)
 from vlabench.models.configs import to_jsonable
 from vlabench.train import checkpoint as ckpt
 from vlabench.train.config import TrainConfig
@@ -78,6 +79,9 @@ class Trainer:
         self.name, self.model_cfg, self.cfg = model_name, model_cfg, train_cfg
         self.data_dir, self.out = Path(data_dir), Path(out_dir)
         cfg = train_cfg
+        policy_cls = registry.get_spec(model_name).policy_cls
+        if cfg.inference and policy_cls is not None:  # a misspelt setting fails now, not at the first load
+            check_policy_options(policy_cls, parse_options(cfg.inference))
         self._setup_processes()
         seed_all(cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's weights)
         self.stats, manifest_hash = read_dataset_meta(self.data_dir, skip_bad)

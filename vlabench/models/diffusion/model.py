@@ -276,9 +276,11 @@ class DiffusionModel(nn.Module):
         return x
 
     @torch.no_grad()
-    def predict_action_chunk(self, batch: Mapping[str, Any], generator: Generators = None) -> torch.Tensor:
+    def predict_action_chunk(self, batch: Mapping[str, Any], generator: Generators = None,
+                             num_inference_steps: int | None = None) -> torch.Tensor:
         """Observation batch (as in :meth:`encode_obs`) -> env actions ``(B, horizon, 7)`` in [-1, 1]."""
-        return self.unnormalize_action(self.sample(self.encode_obs(batch), generator=generator))
+        return self.unnormalize_action(self.sample(self.encode_obs(batch), generator=generator,
+                                                   num_inference_steps=num_inference_steps))
 
     def data_spec(self) -> dict:
         """DemoDataset kwargs for this model."""

@@ -25,12 +25,16 @@ class DiffusionPolicy(CheckpointPolicy):
     ``(seed, obs_batch["rng_seed"])`` (the slot number when a hand-driven batch has no ``rng_seed``),
     and each row of a batched sampling call draws from its own slot's generator. An episode therefore
     samples the same noise whatever slot, worker layout or backend runs it. ``seed=None`` draws
-    unseeded noise.
+    unseeded noise. ``num_inference_steps`` (0 = the checkpoint's) sets the sampler's denoising steps.
     """
 
     stochastic = True
 
-    def __init__(self, model: DiffusionModel, device: str | torch.device = "cpu", seed: int | None = 0) -> None:
+    def __init__(self, model: DiffusionModel, device: str | torch.device = "cpu", seed: int | None = 0,
+                 num_inference_steps: int = 0) -> None:
+        if num_inference_steps < 0:
+            raise ValueError(f"num_inference_steps must be >= 0 (0 = the checkpoint's), got {num_inference_steps}")
+        self.num_inference_steps = num_inference_steps or None
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.chunk_model: DiffusionModel = self.model
@@ -85,7 +89,8 @@ class DiffusionPolicy(CheckpointPolicy):
         if not states:
             return
         generators = None if self.seed is None else [self.slot_generator(st, "actions") for st in states]
-        chunks = self.chunk_model.predict_action_chunk(self.model_batch(states), generator=generators)
+        steps = {"num_inference_steps": self.num_inference_steps} if self.num_inference_steps else {}
+        chunks = self.chunk_model.predict_action_chunk(self.model_batch(states), generator=generators, **steps)
         start = self.cfg.n_obs_steps - 1
         chunks = chunks[:, start:start + self.cfg.n_action_steps].float().cpu().numpy()
         for st, chunk in zip(states, chunks):
