@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vlabench-install-") as tmp:
         rows = [measure(v, Path(tmp)) for v in args.variants.split(",")]
-    lines = [f"| install | command | wall s | site-packages MiB | distributions | torch importable |",
+    lines = ["| install | command | wall s | site-packages MiB | distributions | torch importable |",
              "|---|---|---:|---:|---:|---|"]
     for r in rows:
         cmd = "pip install ." if r["variant"] == "light" else "pip install '.[models]'"

@@ -14,7 +14,6 @@ saving 1 - E[pairs] / n.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from functools import lru_cache
 

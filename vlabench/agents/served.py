@@ -25,7 +25,6 @@ which the harness records as an error for the affected episodes, and the next ca
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any, ClassVar
 
 import numpy as np
@@ -265,7 +264,6 @@ class ServedPolicy(PolicyTraits):
                 if not st.queue:
                     chunk = session.infer(self._obs_for(obs_batch, row, slot, st.fresh, vla_eval))
                     st.queue.extend(chunk[: self.n_action_steps or len(chunk)])
-                    st.data["requests"] = st.data.get("requests", 0) + 1
                 out[row] = st.queue.popleft()
             except ServerError:
                 self._drop(slot)
