@@ -264,12 +264,12 @@ def test_checkpoint_policy_is_loaded_and_hashed(tmp_path, monkeypatch) -> None:
     suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"]}, per_cell=2, max_steps=3)
     res = run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "out", bf16=True))
     assert res["policy"] == {"name": "evaltiny", "kind": "checkpoint", "checkpoint": str(ckpt.resolve()),
-                             "checkpoint_hash": checkpoint_hash(ckpt), "options": {}}
+                             "checkpoint_hash": checkpoint_hash(ckpt), "options": {}, "inference": {}}
     recs = read_jsonl(tmp_path / "out" / "episodes.jsonl")
     assert [(r["status"], r["steps"]) for r in recs] == [("ok", 3), ("ok", 3)], recs
     # inference options reach the policy's constructor, are recorded, and pin the results directory
     res = run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "opt", policy_option=["gain=0.5"]))
-    assert res["policy"]["options"] == {"gain": "0.5"}
+    assert res["policy"]["options"] == {"gain": "0.5"} and res["policy"]["inference"] == {"gain": "0.5"}
     with pytest.raises(ResumeError, match="options"):
         run(EvalConfig(suite=suite, policy=str(ckpt), out=tmp_path / "opt", policy_option=["gain=2"]))
     with pytest.raises(ValueError, match="not options of EvalTinyPolicy; valid: gain"):

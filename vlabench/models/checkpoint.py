@@ -24,7 +24,7 @@ import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -191,9 +191,10 @@ def policy_option_names(policy_cls: type) -> list[str]:
     return [n for n in inspect.signature(policy_cls.__init__).parameters if n not in ("self", "model", "device")]
 
 
-def check_policy_options(policy_cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` converted to the types of the policy class's constructor defaults (its typed inference
-    config); UserError naming the unknown ones or a value that does not convert."""
+def check_policy_options(policy_cls: type, options: Mapping[str, Any] | Sequence[str]) -> dict[str, Any]:
+    """``options`` (a mapping, or ``K=V`` strings) converted to the types of the policy class's constructor
+    defaults (its typed inference config); UserError naming the unknown ones or a value that does not convert."""
+    options = parse_options(options)
     valid = policy_option_names(policy_cls)
     unknown = sorted(set(options) - set(valid))
     if unknown:

@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 from vlabench.devices import resolve_device
 from vlabench.models import registry
-from vlabench.contracts import parse_options
 from vlabench.models.checkpoint import (check_policy_options, load_ema_tensors, load_model_weights, read_config,
                                          read_trainer_state, resolve_checkpoint_dir)
 from vlabench.models.configs import to_jsonable
@@ -43,7 +42,6 @@ from vlabench.train.errors import DivergedError, RunExistsError
 from vlabench.train.hooks import BEST_DIR, keep_best, periodic_eval
 from vlabench.train.logger import MetricsLogger, MetricsWindow
 from vlabench.train.optim import build_optimizer
-
 
 
 class _LossModule(nn.Module):
@@ -59,9 +57,7 @@ class _LossModule(nn.Module):
 
 def _batch_size(batch: dict) -> int:
     t = batch.get("action")
-    if not isinstance(t, torch.Tensor):
-        t = next(v for v in batch.values() if isinstance(v, torch.Tensor))
-    return int(t.shape[0])
+    return int((t if isinstance(t, torch.Tensor) else next(v for v in batch.values() if isinstance(v, torch.Tensor))).shape[0])
 
 
 def _pick_device(cfg: TrainConfig, local_rank: int | None) -> torch.device:
@@ -79,9 +75,8 @@ class Trainer:
         self.name, self.model_cfg, self.cfg = model_name, model_cfg, train_cfg
         self.data_dir, self.out = Path(data_dir), Path(out_dir)
         cfg = train_cfg
-        policy_cls = registry.get_spec(model_name).policy_cls
-        if cfg.inference and policy_cls is not None:  # a misspelt setting fails now, not at the first load
-            check_policy_options(policy_cls, parse_options(cfg.inference))
+        if cfg.inference:  # a misspelt inference setting fails now, not at the first load
+            check_policy_options(registry.get_spec(model_name).policy_cls, cfg.inference)
         self._setup_processes()
         seed_all(cfg.seed)  # identical init on every rank (DDP also broadcasts rank 0's weights)
         self.stats, manifest_hash = read_dataset_meta(self.data_dir, skip_bad)
