@@ -3,7 +3,8 @@
     python benchmarks/install_size.py [--variants light,models] [--out FILE.md]
 
 Each variant gets a fresh virtual environment in a temporary directory and one `pip install --no-cache-dir`
-of this checkout (non-editable); the table gives the wall time of that command, the size of the
+of this checkout's HEAD (`git archive`, unpacked in the temporary directory, so the build leaves nothing in
+the working tree; non-editable); the table gives the wall time of that command, the size of the
 environment's site-packages and the number of distributions installed. Wheels come from wherever pip is
 configured to look (on the dev machines torch's come from local disk, so its download time is not in it).
 """
@@ -18,19 +19,28 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SPECS = {"light": str(REPO), "models": f"{REPO}[models]"}
+EXTRAS = {"light": "", "models": "[models]"}
 
 
 def _size_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 2**20
 
 
-def measure(variant: str, root: Path) -> dict:
+def export_head(root: Path) -> Path:
+    """This checkout's HEAD, unpacked under ``root/src`` (a pip build writes build/ beside its sources)."""
+    src = root / "src"
+    src.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    return src
+
+
+def measure(variant: str, root: Path, src: Path) -> dict:
     env = root / variant
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
     pip = [str(env / "bin" / "python"), "-m", "pip"]
     t0 = time.perf_counter()
-    subprocess.run(pip + ["install", "-q", "--no-cache-dir", SPECS[variant]], check=True,
+    subprocess.run(pip + ["install", "-q", "--no-cache-dir", f"{src}{EXTRAS[variant]}"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     site = next((env / "lib").glob("python3*/site-packages"))
@@ -46,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vlabench-install-") as tmp:
-        rows = [measure(v, Path(tmp)) for v in args.variants.split(",")]
+        src = export_head(Path(tmp))
+        rows = [measure(v, Path(tmp), src) for v in args.variants.split(",")]
     lines = ["| install | command | wall s | site-packages MiB | distributions | torch importable |",
              "|---|---|---:|---:|---:|---|"]
     for r in rows:

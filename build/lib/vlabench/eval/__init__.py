@@ -1,1 +1,0 @@
-"""Evaluation: rollout workers, metrics (Wilson intervals, paired tests) and results files."""

@@ -1,1 +1,0 @@
-"""Reporting: markdown/CSV tables, bar charts and paired comparisons built from results directories."""

@@ -1,1 +1,0 @@
-"""The PyBullet world: client, table, lighting, renderer choice, Panda robot, cameras and object library."""
