@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from vlabench.train import hooks
-from vlabench.train.checkpoint import copy_checkpoint
 from vlabench.train.config import TrainConfig
 
 
@@ -41,8 +40,7 @@ def test_keep_best_keeps_the_highest_rate_and_the_later_of_ties(tmp_path):
     kept = []
     for step, rate in [(1, 0.2), (2, 0.1), (3, 0.2), (4, 0.05)]:
         (latest / "step.txt").write_text(str(step))
-        kept.append(hooks.keep_best(tmp_path, latest, {"eval_success_rate": rate, "eval_episodes": 8.0}, cfg, step,
-                                    copy_checkpoint))
+        kept.append(hooks.keep_best(tmp_path, latest, {"eval_success_rate": rate, "eval_episodes": 8.0}, cfg, step))
     assert kept == [True, False, True, False]
     assert (tmp_path / "best" / "step.txt").read_text() == "3"
     record = json.loads((tmp_path / "best.json").read_text())

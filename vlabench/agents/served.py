@@ -31,6 +31,7 @@ import numpy as np
 
 from vlabench.agents.wire import pack, unpack
 from vlabench.contracts import ACTION_DIM, PolicyTraits, SlotMemory, UserError
+from vlabench.models.configs import to_jsonable
 
 PROTOCOLS = ("auto", "openpi", "vla-eval")
 DEFAULT_KEYS = "image=observation/image,wrist_image=observation/wrist_image,state=observation/state,instruction=prompt"
@@ -277,18 +278,5 @@ class ServedPolicy(PolicyTraits):
             self.server_metadata = session.metadata if isinstance(session.metadata, dict) else {}
             self.protocol = "openpi" if isinstance(session, _OpenPISession) else "vla-eval"
             session.close()
-        return {"protocol": self.protocol, "metadata": _jsonable(self.server_metadata)}
+        return {"protocol": self.protocol, "metadata": to_jsonable(self.server_metadata)}
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k.decode() if isinstance(k, bytes) else k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, bytes):
-        return f"<{len(obj)} bytes>"
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

@@ -100,11 +100,14 @@ def config_from_dict(cls: type, data: dict[str, Any], where: str = "config") -> 
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses/Paths/tuples/numpy scalars -> JSON-compatible values."""
+    """Dataclasses/Paths/tuples/numpy scalars -> JSON-compatible values (bytes keys decoded, bytes values
+    shown as their length: what a msgpack frame from another program may hold)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
+        return {(k.decode(errors="replace") if isinstance(k, bytes) else str(k)): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, bytes):
+        return f"<{len(obj)} bytes>"
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, Path):

@@ -14,11 +14,11 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from vlabench.fileio import write_json_atomic
+from vlabench.train.checkpoint import copy_checkpoint
 from vlabench.train.config import TrainConfig
 
 DEFAULT_SUITE = "envs/smoke.toml"
@@ -45,15 +45,14 @@ def periodic_eval(checkpoint: Path, cfg: TrainConfig, step: int, device: torch.d
 BEST_DIR, BEST_FILE = "best", "best.json"
 
 
-def keep_best(out: Path, latest: Path, result: dict[str, float], cfg: TrainConfig, step: int,
-              copy: Callable[[Path, Path], Path]) -> bool:
+def keep_best(out: Path, latest: Path, result: dict[str, float], cfg: TrainConfig, step: int) -> bool:
     """Copy ``latest`` to ``out/best`` when ``result`` is at least as good as the best so far (ties go to the
     later step), recording step, rate, suite and options in ``out/best.json``; returns whether it did."""
     record = out / BEST_FILE
     best = json.loads(record.read_text()) if record.is_file() else None
     if best is not None and result["eval_success_rate"] < best["eval_success_rate"]:
         return False
-    copy(latest, out / BEST_DIR)
+    copy_checkpoint(latest, out / BEST_DIR)
     write_json_atomic(record, {"step": step, **result, "eval_suite": cfg.eval_suite or DEFAULT_SUITE,
                                "inference": list(cfg.inference)})
     return True

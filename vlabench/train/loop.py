@@ -322,7 +322,7 @@ class Trainer:
             res = periodic_eval(latest, self.cfg, self.step, self.device)
             if res and self.logger is not None:
                 self.logger.log(self.step, res)  # a second row for this step
-            if res and keep_best(self.out, latest, res, self.cfg, self.step, ckpt.copy_checkpoint):
+            if res and keep_best(self.out, latest, res, self.cfg, self.step):
                 tqdm.write(f"step {self.step}: rollout success {res['eval_success_rate']:.0%} is the best so far; "
                            f"kept as {self.out / BEST_DIR}")
         if self.world > 1:

@@ -378,8 +378,4 @@ class TrunkEncoder:
         m = self.model
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)[:, None]
         images = m.preprocess(x, train=False)[:, 0]
-        was_training = m.image_encoder.training
-        try:
-            return m.image_encoder.eval().trunk(images).to(torch.float16).cpu().numpy()
-        finally:
-            m.image_encoder.train(was_training)
+        return m.image_encoder.trunk(images).to(torch.float16).cpu().numpy()  # frozen modules stay in eval mode

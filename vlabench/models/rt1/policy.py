@@ -43,17 +43,16 @@ class RT1Policy(CheckpointPolicy):
     @torch.inference_mode()
     def act(self, obs_batch: dict) -> np.ndarray:
         """obs_batch (image (n, H, W, 3) uint8, instruction, slot, is_first) -> actions (n, 7) float32 in [-1, 1]."""
-        image = torch.as_tensor(np.asarray(obs_batch["image"]))
-        if image.ndim != 4 or image.shape[-1] != 3:
-            raise ValueError(f"obs_batch['image'] must be (n, H, W, 3) uint8, got {tuple(image.shape)}")
-        states = self.memory.update(obs_batch)
         m = self.model
         cond = m.text_embedding(list(obs_batch["instruction"]))
         per_camera = []
         for cam in m.cameras:
             if cam not in obs_batch:
                 raise KeyError(f"this RT-1 model reads obs_batch[{cam!r}]")
-            frames = torch.as_tensor(np.asarray(obs_batch[cam])).permute(0, 3, 1, 2)[:, None]  # (n, 1, 3, H, W)
+            images = torch.as_tensor(np.asarray(obs_batch[cam]))
+            if images.ndim != 4 or images.shape[-1] != 3:
+                raise ValueError(f"obs_batch[{cam!r}] must be (n, H, W, 3) uint8, got {tuple(images.shape)}")
+            frames = images.permute(0, 3, 1, 2)[:, None]  # (n, 1, 3, H, W)
             per_camera.append(m.camera_tokens(frames, cond))
         tokens = m.join_cameras(per_camera)[:, 0]  # (n, S, d)
         if m.cfg.use_state:
@@ -61,6 +60,7 @@ class RT1Policy(CheckpointPolicy):
                 raise KeyError("this RT-1 model was trained with use_state=True: obs_batch needs 'state'")
             state = torch.as_tensor(np.asarray(obs_batch["state"], np.float32))[:, None]
             tokens = m.add_state(tokens[:, None], state)[:, 0]  # a frame's tokens carry its own state
+        states = self.memory.update(obs_batch)  # after the inputs are checked: a bad batch leaves memory as it was
         for st, tok in zip(states, tokens):
             if st.fresh:
                 st.history.extend([tok] * m.cfg.n_frames)
