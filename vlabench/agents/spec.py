@@ -198,7 +198,7 @@ class PolicySpec:
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         unknown = sorted(k for k in opts if k not in params and not takes_any)
         if unknown:
-            valid = [n for n in params if n != "device"]
+            valid = [n for n in params if n not in ("device", "url")]
             raise UserError(f"policy options {unknown} are not parameters of {self.target}; valid: "
                             f"{', '.join(valid) or 'none'}")
         kwargs = {k: coerce_option(params[k].default if k in params else inspect.Parameter.empty, v, k)
