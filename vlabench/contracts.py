@@ -21,6 +21,20 @@ import numpy as np
 
 ACTION_DIM = 7
 STATE_DIM = 8
+PRIVILEGED_GEOMETRY_FIELDS = (("ee_pos", 3), ("ee_quat", 4), ("gripper", 1), ("target_pos", 3), ("target_quat", 4),
+                              ("goal_pos", 3), ("has_goal", 1), ("target_minus_ee", 3), ("goal_minus_target", 3))
+"""The fixed-size head of the privileged state's layout (``vlabench.env.PRIVILEGED_FIELDS`` appends the task
+family one-hot); here so that models can name fields without importing the env."""
+
+
+def privileged_slice(field: str) -> slice:
+    """Where ``field`` of ``PRIVILEGED_GEOMETRY_FIELDS`` lies in the privileged state vector."""
+    start = 0
+    for name, n in PRIVILEGED_GEOMETRY_FIELDS:
+        if name == field:
+            return slice(start, start + n)
+        start += n
+    raise KeyError(f"unknown privileged field {field!r}; known: {', '.join(n for n, _ in PRIVILEGED_GEOMETRY_FIELDS)}")
 
 
 class UserError(ValueError):

@@ -30,6 +30,7 @@ import pybullet as p
 from gymnasium import spaces
 from gymnasium.vector.utils import read_from_shared_memory
 
+from vlabench.contracts import PRIVILEGED_GEOMETRY_FIELDS
 from vlabench.language import Split, get_split
 from vlabench.sim import camera
 from vlabench.sim import constants as C
@@ -44,9 +45,7 @@ MAX_IMAGE_SIZE = 512
 PRIVILEGED_TASKS = tuple(TASKS)
 """The families of the privileged state's one-hot: those registered when vlabench.env was imported (a
 family registered later gets an all-zero one-hot, so the state's size never changes in a process)."""
-PRIVILEGED_FIELDS = (("ee_pos", 3), ("ee_quat", 4), ("gripper", 1), ("target_pos", 3), ("target_quat", 4),
-                     ("goal_pos", 3), ("has_goal", 1), ("target_minus_ee", 3), ("goal_minus_target", 3),
-                     ("task_onehot", len(PRIVILEGED_TASKS)))
+PRIVILEGED_FIELDS = (*PRIVILEGED_GEOMETRY_FIELDS, ("task_onehot", len(PRIVILEGED_TASKS)))
 """Layout of ``TabletopEnv.privileged_state()``, in order: the proprioceptive ``state`` (ee xyz, quaternion
 xyzw, gripper opening), the target object's base pose, the goal's position (``Task.goal_position``: the
 named pad, container, base or reference object, or push's region; the target's own position and

@@ -266,7 +266,7 @@ def test_frozen_trunk_has_no_gradients_keeps_bn_statistics_and_matches_its_cache
     assert not any(m.training for m in enc._frozen_modules()) and enc.films.training
     with pytest.raises(ValueError, match=f"frozen_blocks must be in 0..{n_blocks}"):
         RT1Model(tiny_cfg(frozen_blocks=n_blocks + 1), STATS)
-    from vlabench.models.rt1.model import TrunkEncoder
+    from vlabench.models.rt1.features import TrunkEncoder
 
     batch = make_batch(B=2, T=3, H=40, W=40)
     trunk_before = {k: v.clone() for k, v in enc.trunk_state().items()}
@@ -293,7 +293,7 @@ def test_frozen_trunk_has_no_gradients_keeps_bn_statistics_and_matches_its_cache
 
 
 def test_feature_shift_moves_the_map_by_whole_cells_per_sample():
-    from vlabench.models.rt1.model import random_shift
+    from vlabench.models.rt1.features import random_shift
 
     x = torch.arange(2 * 2 * 1 * 5 * 5, dtype=torch.float32).view(2, 2, 1, 5, 5)
     torch.manual_seed(0)
@@ -350,7 +350,7 @@ def test_state_embedding_is_required_once_trained_with():
 
 
 def test_wrist_camera_adds_its_tokens_and_its_cache():
-    from vlabench.models.rt1.model import TrunkEncoder
+    from vlabench.models.rt1.features import TrunkEncoder
 
     torch.manual_seed(0)
     full = RT1Model(tiny_cfg(), STATS)
@@ -379,3 +379,44 @@ def test_wrist_camera_adds_its_tokens_and_its_cache():
     obs["wrist_image"] = np.stack(_rand_frames(2, seed=2, size=32))
     assert policy.act(obs).shape == (2, 7)
     assert policy.memory[0].history[0].shape == (2 * model.cfg.tokens_per_frame, model.cfg.d_model)
+
+
+def test_privileged_auxiliary_loss_trains_only_and_needs_the_stream():
+    from vlabench.contracts import privileged_slice
+    from vlabench.env import PRIVILEGED_DIM, PRIVILEGED_FIELDS
+    from vlabench.models.rt1.model import AUX_INDEX
+
+    # The contract's field table is the env's layout (the env appends the task one-hot).
+    assert privileged_slice("goal_minus_target") == slice(22, 25) and PRIVILEGED_FIELDS[-1][0] == "task_onehot"
+    assert len(AUX_INDEX) == 12 and max(AUX_INDEX) < PRIVILEGED_DIM
+    with pytest.raises(ValueError, match="'privileged'"):
+        RT1Model(tiny_cfg(aux_privileged=1.0), STATS)
+    stats = dict(STATS, privileged={"min": [-1.0] * PRIVILEGED_DIM, "max": [1.0] * PRIVILEGED_DIM})
+    torch.manual_seed(0)
+    model = RT1Model(tiny_cfg(aux_privileged=0.5, n_frames=2, crop_scale=1.0), stats)
+    assert model.data_spec()["privileged"] is True
+    assert "privileged" not in RT1Model(tiny_cfg(n_frames=2), STATS).data_spec()
+    batch = make_batch(B=4, T=2)
+    batch["privileged"] = torch.rand(4, 2, PRIVILEGED_DIM) * 2 - 1
+    loss, metrics = model.compute_loss(batch)
+    assert metrics["loss"] == pytest.approx(metrics["action_loss"] + 0.5 * metrics["aux_loss"], rel=1e-5)
+    with torch.no_grad():
+        pred = model.aux_head(model.pooled(batch["image"], batch["instruction"]))
+    assert metrics["aux_loss"] == pytest.approx(float(((pred - batch["privileged"][:, -1, AUX_INDEX]) ** 2).mean()), rel=1e-5)
+    loss.backward()
+    assert model.token_learner.parameters().__next__().grad is not None
+    # Training on the summed loss fits the geometry too: the pooled tokens can carry it.
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = metrics["aux_loss"]
+    for _ in range(30):
+        opt.zero_grad()
+        loss, m = model.compute_loss(batch)
+        loss.backward()
+        opt.step()
+    assert m["aux_loss"] < 0.5 * first
+    # Inference never reads the privileged state.
+    from vlabench.contracts import Traits
+
+    policy = RT1Policy(model.eval(), "cpu")
+    assert "privileged" not in Traits.of(policy).obs_keys
+    assert policy.act(_obs(_rand_frames(2, seed=3), ["pick up the cup"] * 2, [0, 1], [True, True])).shape == (2, 7)

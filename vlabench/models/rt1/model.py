@@ -25,23 +25,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vlabench.contracts import ACTION_DIM, STATE_DIM
+from vlabench.contracts import ACTION_DIM, STATE_DIM, privileged_slice
 from vlabench.models.blocks.action_tokenizer import ActionTokenizer
 from vlabench.models.blocks.film_efficientnet import BACKBONES, FilmEfficientNet
 from vlabench.models.blocks.normalize import minmax_limits
 from vlabench.models.blocks.text_encoder import get_sentence_encoder
 from vlabench.models.blocks.token_learner import TokenLearner
 from vlabench.models.configs import PresetConfig
+from vlabench.models.rt1.features import TrunkEncoder, random_shift
 
 PRESETS: dict[str, dict] = {
     # RT-1 paper sizes (8 layers, width 512, 8 heads, dropout 0.1) on a pretrained Lite0 at 224 px.
@@ -116,6 +114,13 @@ class RT1Config(PresetConfig):
     use_state: bool = False
     """Add a linear embedding of the proprioceptive ``state`` (end-effector pose and gripper, min-max
     normalized with the dataset's stats) to every token of its frame."""
+    aux_privileged: float = 0.0
+    """Weight of an auxiliary loss, training only: regress the current frame's scene geometry (``AUX_FIELDS``
+    of the privileged state: the target's and the goal's positions and their offsets from the gripper and
+    from each other, min-max normalized) from the pooled tokens with one linear layer, next to the action
+    loss. It asks the image tokens to say where things are, the part behaviour cloning alone learns last
+    (Levine et al. 2016 pretrain their visuomotor policy's vision layers on object pose). The policy never
+    sees privileged state: the head is unused at inference. 0 = off (RT-1's loss)."""
 
     def validate(self, r: "RT1Config") -> None:
         _validate(vars(r))
@@ -166,6 +171,11 @@ def block_causal_mask(n_frames: int, tokens_per_frame: int) -> torch.Tensor:
     return frame[None, :] > frame[:, None]
 
 
+AUX_FIELDS = ("target_pos", "goal_pos", "target_minus_ee", "goal_minus_target")
+"""Privileged-state fields the ``aux_privileged`` head regresses."""
+AUX_INDEX = [i for f in AUX_FIELDS for i in range(privileged_slice(f).start, privileged_slice(f).stop)]
+
+
 class RT1Model(nn.Module):
     """RT-1-style network. ``forward(frames (B, T, 3, H, W) uint8, instructions) -> logits (B, 7, n_bins)``."""
 
@@ -198,6 +208,11 @@ class RT1Model(nn.Module):
             self.register_buffer("state_center", center)
             self.register_buffer("state_half_range", half)
             self.state_proj = nn.Linear(STATE_DIM, cfg.d_model)
+        if cfg.aux_privileged:
+            center, half = minmax_limits(stats, "privileged")
+            self.register_buffer("aux_center", center[AUX_INDEX])
+            self.register_buffer("aux_half_range", half[AUX_INDEX])
+            self.aux_head = nn.Linear(cfg.d_model, len(AUX_INDEX))
         self.register_buffer("attn_mask", block_causal_mask(cfg.n_frames, self.frame_tokens), persistent=False)
 
     # -- pieces (the policy calls them separately to cache per-frame tokens) --------------------
@@ -258,15 +273,23 @@ class RT1Model(nn.Module):
         x = (state.to(self.device, torch.float32) - self.state_center) / self.state_half_range
         return tokens + self.state_proj(x)[:, :, None, :]
 
-    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Per-frame tokens ``(B, T, S, d)`` with T = n_frames -> action logits ``(B, action_horizon, 7, n_bins)``."""
+    def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-frame tokens ``(B, T, S, d)`` with T = n_frames -> the Transformer's output for the current
+        frame, mean-pooled over its tokens ``(B, d)``."""
         B, T, S, d = tokens.shape
         if (T, S) != (self.cfg.n_frames, self.frame_tokens):
             raise ValueError(f"tokens must be (B, {self.cfg.n_frames}, {self.frame_tokens}, d), got {tuple(tokens.shape)}")
         x = tokens.reshape(B, T * S, d) + self.pos_emb
         x = self.norm(self.transformer(x, mask=self.attn_mask))
-        pooled = x[:, -S:].mean(dim=1)  # the last (current) frame's tokens
-        return self.head(pooled).view(B, self.cfg.action_horizon, ACTION_DIM, self.cfg.n_bins)
+        return x[:, -S:].mean(dim=1)
+
+    def action_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled ``(B, d)`` -> action logits ``(B, action_horizon, 7, n_bins)``."""
+        return self.head(pooled).view(pooled.shape[0], self.cfg.action_horizon, ACTION_DIM, self.cfg.n_bins)
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-frame tokens ``(B, T, S, d)`` with T = n_frames -> action logits ``(B, action_horizon, 7, n_bins)``."""
+        return self.action_logits(self.pool_tokens(tokens))
 
     def camera_tokens(self, frames: torch.Tensor | None, cond: torch.Tensor, trunk: torch.Tensor | None = None) -> torch.Tensor:
         """One camera's frames ``(B, T, 3, H, W)`` uint8, or its cached ``trunk`` ``(B, T, C, h, w)`` (frozen
@@ -295,6 +318,12 @@ class RT1Model(nn.Module):
         """frames ``(B, T, 3, H, W)`` uint8 (oldest first), or ``trunk`` ``(B, T, C, h, w)`` (cached trunk
         features, frozen models only); with ``use_wrist`` also ``wrist`` or ``wrist_trunk``; instructions ``B``
         strings; ``state`` ``(B, T, 8)`` for ``use_state`` -> logits ``(B, action_horizon, 7, n_bins)``."""
+        return self.action_logits(self.pooled(frames, instructions, state, trunk, wrist, wrist_trunk))
+
+    def pooled(self, frames: torch.Tensor | None, instructions: list[str], state: torch.Tensor | None = None,
+               trunk: torch.Tensor | None = None, wrist: torch.Tensor | None = None,
+               wrist_trunk: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward``'s inputs -> the pooled current-frame representation ``(B, d)`` the heads read."""
         B, T = (frames if trunk is None else trunk).shape[:2]
         if len(instructions) != B:
             raise ValueError(f"got {len(instructions)} instructions for a batch of {B}")
@@ -304,7 +333,7 @@ class RT1Model(nn.Module):
             if wrist is None and wrist_trunk is None:
                 raise ValueError("this RT-1 model was trained with use_wrist=True: pass the wrist frames")
             per_camera.append(self.camera_tokens(wrist, cond, wrist_trunk))
-        return self.forward_tokens(self.add_state(self.join_cameras(per_camera), state))
+        return self.pool_tokens(self.add_state(self.join_cameras(per_camera), state))
 
     # -- training-loop interface --------------------------------------------------------------
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -323,14 +352,22 @@ class RT1Model(nn.Module):
         keep = torch.ones(targets.shape[:2], device=self.device) if pad is None else (~pad[:, :H]).float().to(self.device)
         wrist_trunk = batch.get("wrist_image_features")
         wrist = batch.get("wrist_image") if wrist_trunk is None else None
-        logits = self(None if trunk is not None else frames, batch["instruction"], batch.get("state"), trunk,
-                      wrist, wrist_trunk)
+        pooled = self.pooled(None if trunk is not None else frames, batch["instruction"], batch.get("state"), trunk,
+                             wrist, wrist_trunk)
+        logits = self.action_logits(pooled)
         ce = F.cross_entropy(logits.reshape(-1, self.cfg.n_bins), targets.reshape(-1), reduction="none")
         w = keep[:, :, None].expand_as(targets).reshape(-1)
         loss = (ce * w).sum() / w.sum().clamp(min=1.0)
         hit = (logits.detach().argmax(-1) == targets).float().reshape(-1)
         acc = (hit * w).sum() / w.sum().clamp(min=1.0)
-        return loss, {"loss": float(loss.detach()), "token_acc": float(acc)}
+        metrics = {"loss": float(loss.detach()), "token_acc": float(acc)}
+        if self.cfg.aux_privileged:
+            target = batch["privileged"][:, -1, AUX_INDEX].to(self.device, torch.float32)
+            aux = F.mse_loss(self.aux_head(pooled), (target - self.aux_center) / self.aux_half_range)
+            metrics.update(action_loss=metrics["loss"], aux_loss=float(aux.detach()))
+            loss = loss + self.cfg.aux_privileged * aux
+            metrics["loss"] = float(loss.detach())
+        return loss, metrics
 
     def data_spec(self) -> dict:
         """DemoDataset kwargs: n_frames of history, action_horizon actions; a frozen model reads cached
@@ -339,43 +376,6 @@ class RT1Model(nn.Module):
                 "image_keys": self.cameras}
         if self.cfg.frozen_blocks:
             spec.update(image_keys=(), features={cam: TrunkEncoder(self, cam) for cam in self.cameras})
+        if self.cfg.aux_privileged:
+            spec["privileged"] = True
         return spec
-
-
-def random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Shift each sample's maps ``(B, T, C, h, w)`` by up to ``pad`` cells each way (replicate padding; the
-    same shift for the T frames of a sample), DrQ's random shift applied to feature maps."""
-    B, T, C, h, w = x.shape
-    padded = F.pad(x.reshape(B, T * C, h, w), (pad, pad, pad, pad), mode="replicate")
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, B)).tolist()
-    return torch.stack([padded[b, :, y:y + h, z:z + w] for b, (y, z) in enumerate(zip(dy, dx))]).view(B, T, C, h, w)
-
-
-class TrunkEncoder:
-    """The frozen trunk of an RT-1 model as a ``vlabench.data.features.FrameEncoder``: centre crop, resize,
-    normalize, stem + frozen blocks, float16. Its fingerprint hashes the trunk's weights and the
-    preprocessing, so a cache built for other weights or sizes is never read."""
-
-    def __init__(self, model: RT1Model, stream: str = "image") -> None:
-        self.model, self.stream = model, stream
-        c = model.cfg
-        self._spec = {"backbone": c.backbone, "frozen_blocks": c.frozen_blocks, "image_size": c.image_size,
-                      "crop_scale": c.crop_scale}
-        h = hashlib.sha256(json.dumps(self._spec, sort_keys=True).encode())
-        for k, v in sorted(model.image_encoder.trunk_state().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        self._fingerprint = h.hexdigest()
-
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def describe(self) -> dict:
-        return {"family": "rt1", **self._spec}
-
-    @torch.inference_mode()
-    def encode(self, frames: np.ndarray) -> np.ndarray:
-        m = self.model
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)[:, None]
-        images = m.preprocess(x, train=False)[:, 0]
-        return m.image_encoder.trunk(images).to(torch.float16).cpu().numpy()  # frozen modules stay in eval mode
