@@ -47,3 +47,42 @@ def test_a_command_that_needs_a_model_says_to_install_the_extra(tmp_path):
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1] == ("vlabench train: error: this needs the model stack (torch is not "
                                                    "installed): pip install 'vlabench[models]'")
+
+
+def test_your_own_class_is_served_and_evaluated_without_the_model_stack(tmp_path):
+    import os
+    import socket
+    import time
+
+    (tmp_path / "light_policy.py").write_text(
+        "import numpy as np\n\n"
+        "class Forward:\n"
+        "    def reset(self, n_envs):\n        pass\n\n"
+        "    def act(self, obs):\n"
+        "        a = np.zeros((len(obs['slot']), 7), np.float32)\n"
+        "        a[:, 0] = 0.5\n        return a\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    server = subprocess.Popen([sys.executable, "-c", RUNNER, "serve", "light_policy:Forward", "--port", str(port)],
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            if server.poll() is not None:
+                raise AssertionError(server.stderr.read()[-2000:])
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        ev = _cli("eval", "--suite", "envs/smoke.toml", "--policy", f"ws://127.0.0.1:{port}", "--max-episodes", "2",
+                  "--out", str(tmp_path / "e"))
+        assert ev.returncode == 0, ev.stderr[-2000:]
+    finally:
+        server.kill()
+    import json
+
+    res = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert res["overall"]["n"] == 2 and res["overall"]["errors"] == 0
+    assert res["policy"]["kind"] == "served" and res["policy"]["server"]["protocol"] == "openpi"

@@ -20,11 +20,17 @@ def check_device(spec: str) -> str:
 
 
 def resolve_device(spec: str) -> str:
-    """"auto" -> "cuda" when CUDA is available, else "cpu"; "cuda..." without CUDA -> RuntimeError."""
+    """"auto" -> "cuda" when CUDA is available, else "cpu" (also without torch: the light install's policies
+    run on the CPU); "cuda..." without CUDA -> RuntimeError."""
     spec = check_device(spec)
     if spec == "cpu":
         return spec
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError:
+        if spec == "auto":
+            return "cpu"
+        raise
 
     if spec == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

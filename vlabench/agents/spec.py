@@ -149,7 +149,12 @@ class PolicySpec:
         """Whether ``act`` may run torch (it then runs under inference mode); never for the built-ins."""
         if self.kind in ("builtin", "served"):
             return False
-        return self.kind == "checkpoint" or importlib.util.find_spec("torch") is not None
+        if self.kind == "checkpoint":
+            return True
+        try:
+            return importlib.util.find_spec("torch") is not None
+        except (ImportError, ValueError):  # not installed (or hidden, as the light-install test hides it)
+            return False
 
     def describe(self) -> dict:
         """Provenance: ``{"name", "kind", "checkpoint", "checkpoint_hash", "options"}``, plus ``import``,
