@@ -4,6 +4,8 @@
 Contract (shared shapes and constants in ``vlabench.contracts``):
 - ``reset(seed=s)``: the same seed gives the same scene, instruction and images. The scene is sampled
   from ``np.random.default_rng(seed)`` only, and the physics client is rebuilt from scratch.
+  ``reset(seed=s, options={"twin": True})`` builds the episode's paired twin instead: the same scene with
+  only the split's shift undone (``vlabench.tasks.twins``; ``env.is_twin`` says which was built).
 - Observation: ``image`` (H, W, 3) uint8 front camera, ``wrist_image`` (h, w, 3) uint8, ``state`` (8,)
   float32 (ee xyz, ee quaternion xyzw, gripper width), ``instruction`` str; ``depth`` / ``segmentation``
   of the front camera when asked for.
@@ -38,6 +40,7 @@ from vlabench.sim.objects import spawn
 from vlabench.sim.world import World
 from vlabench.tasks import TASKS, get_task
 from vlabench.tasks.base import object_pool
+from vlabench.tasks.twins import twin_rng
 
 CHARSET = string.ascii_letters + string.digits + " ,.?!'-+=*/()"
 """Characters an instruction may contain (the Text space's charset)."""
@@ -207,6 +210,12 @@ class TabletopEnv(gym.Env):
         self.seed_value = int(seed)
         rng = np.random.default_rng(self.seed_value)
         self.scene = self.task.sample(rng, self.split)
+        unknown = sorted(set(options or {}) - {"twin"})
+        if unknown:
+            raise ValueError(f"unknown reset options {unknown}; valid: twin")
+        self.is_twin = bool((options or {}).get("twin", False))
+        if self.is_twin:
+            self.scene = self.task.twin(self.scene, self.split, twin_rng(self.seed_value))
         self.world.build(self.scene.background)
         for obj in self.scene.objects:
             obj.body = spawn(obj.spec, obj.xy, obj.yaw, self.world.client)

@@ -9,17 +9,21 @@ Symbols: seen scenes show only ``SEEN_SYMBOLS``; in the ``symbols`` split the na
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import numpy as np
 import pybullet as p
 
 from vlabench.language import Split, refer
-from vlabench.sim.pads import HELD_OUT_SYMBOLS, PAD_THICKNESS, SEEN_SYMBOLS, SYMBOLS, on_pad, symbol_phrase
+from vlabench.sim.pads import (HELD_OUT_SYMBOLS, PAD_THICKNESS, SEEN_SYMBOLS, SYMBOLS, on_pad, pad_spec, symbol_kind,
+                               symbol_phrase)
 from vlabench.tasks.base import Scene, background_for, choose_distractors, object_pool, pick
 from vlabench.tasks.layout import pads, place_retry, scene_objects
 from vlabench.tasks.registry import register_task
 from vlabench.tasks.task import Task, pos, touching_gripper
+from vlabench.tasks.twins import rephrase_slots
 
 MAX_TARGET_RADIUS = 0.06
 """Targets larger than this (spoon, hammer, ...) would overhang a 9 cm pad too much."""
@@ -100,3 +104,27 @@ class PadTask(Task):
 
     def success(self, env, scene: Scene) -> tuple[bool, dict]:
         return pad_success(env, scene)
+
+    def twin(self, scene: Scene, split: Split, rng: np.random.Generator) -> Scene:
+        """symbols: every pad showing a held-out symbol shows a seen one instead (of the same kind where one is
+        free, none shown twice), and the instruction names the named pad's new symbol (the same words
+        otherwise); math: the instruction names the answer's pad by its own label, in one
+        of pad's training phrasings. Other splits: the generic twin."""
+        if split.name == "symbols":
+            objects = list(scene.objects)
+            shown = {o.symbol for o in objects if o.role == "pad"}
+            for i, o in enumerate(objects):
+                if o.role == "pad" and o.symbol in HELD_OUT_SYMBOLS:
+                    free = [s for s in SEEN_SYMBOLS if s not in shown]
+                    new = pick(rng, [s for s in free if symbol_kind(s) == symbol_kind(o.symbol)] or free)
+                    shown.add(new)
+                    objects[i] = dataclasses.replace(o, spec=pad_spec(new), symbol=new, body=-1)
+            old, new = scene.goal["symbol"], objects[scene.goal["pad"]].symbol
+            text = re.sub(rf"\b{re.escape(symbol_phrase(old))}\b", symbol_phrase(new), scene.instruction)
+            return dataclasses.replace(scene, objects=objects, instruction=text, goal={**scene.goal, "symbol": new})
+        if split.name == "math":
+            obj = rephrase_slots(self, scene.instruction, "train")["obj"]
+            direct = PadTask.templates["train"]
+            text = direct[int(rng.integers(len(direct)))].format(obj=obj, symbol=symbol_phrase(scene.goal["symbol"]))
+            return dataclasses.replace(scene, instruction=text)
+        return super().twin(scene, split, rng)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from vlabench.language import Split, refer
@@ -43,6 +45,15 @@ class PickTask(Task):
                    for i, (s, xy) in enumerate(zip(specs, xys))]
         background = background_for(split, rng)
         return Scene(objects, background, self.describe(rng, split, target, others))
+
+    def twin(self, scene: Scene, split: Split, rng: np.random.Generator) -> Scene:
+        """For a split of the family's own (semantic, relational): the instruction that names the target
+        directly, in one of pick's training phrasings; otherwise the generic twin."""
+        if split.name not in ("semantic", "relational"):
+            return super().twin(scene, split, rng)
+        direct = PickTask.templates["train"]
+        name = scene.by_role("target").spec.name
+        return dataclasses.replace(scene, instruction=direct[int(rng.integers(len(direct)))].format(obj=name))
 
     def goal_position(self, env, scene: Scene) -> None:
         """None: a pick's goal is the lift itself (the relational family's reference is no goal either)."""

@@ -9,6 +9,7 @@ import pybullet as p
 
 from vlabench.language import Split, fill
 from vlabench.tasks.base import Scene, SceneObject
+from vlabench.tasks.twins import generic_twin
 
 
 class Task:
@@ -48,6 +49,11 @@ class Task:
     def success(self, env, scene: Scene) -> tuple[bool, dict]:
         """(success, diagnostics) from the simulator state."""
         raise NotImplementedError
+
+    def twin(self, scene: Scene, split: Split, rng: np.random.Generator) -> Scene:
+        """The episode's paired twin: ``scene`` with only ``split``'s shift undone (``vlabench.tasks.twins``).
+        A family whose split is its own (symbols, math, semantic, relational) overrides this for it."""
+        return generic_twin(self, scene, split, rng)
 
     def goal_position(self, env, scene: Scene) -> np.ndarray | None:
         """World xyz (3,) of where the target must go, for the privileged state; None for families whose
