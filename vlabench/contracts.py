@@ -160,6 +160,8 @@ class EpisodeRecord(TypedDict, total=False):
 def new_record(episode: dict) -> EpisodeRecord:
     """The record of ``episode`` (task, split, index, seed) before it has run."""
     rec: EpisodeRecord = {k: episode[k] for k in ("task", "split", "index", "seed")}  # type: ignore[assignment]
+    if episode.get("twin"):
+        rec["twin"] = True  # type: ignore[typeddict-unknown-key]
     rec.update(instruction="", status="ok", success=False, success_step=None, steps=0, error=None)
     return rec
 

@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +61,19 @@ class Episode:
     split: str
     index: int
     seed: int
+    twin: bool = False
+    """The episode's paired twin (``vlabench.tasks.twins``): the same seed with the split's shift undone."""
 
     @property
-    def key(self) -> tuple[str, str, int, int]:
-        return (self.task, self.split, self.index, self.seed)
+    def key(self) -> tuple:
+        """(task, split, index, seed), with "twin" appended for a twin (``vlabench.eval.metrics.episode_key``)."""
+        key = (self.task, self.split, self.index, self.seed)
+        return (*key, "twin") if self.twin else key
+
+    def as_dict(self) -> dict:
+        """The episode as the eval workers take it."""
+        out = {"task": self.task, "split": self.split, "index": self.index, "seed": self.seed}
+        return {**out, "twin": True} if self.twin else out
 
 
 @dataclass
@@ -79,6 +88,12 @@ class Suite:
     manifest_hash: str = ""
     seed_range: tuple[int, int] = (0, 0)
     """Half-open range the episode seeds come from (``seed = seed_range[0] + index``)."""
+
+    def with_twins(self) -> "Suite":
+        """This suite plus the paired twin of every episode of a held-out split, each right after its
+        episode; the manifest hash covers the twins."""
+        episodes = [x for e in self.episodes for x in ((e,) if e.split == "seen" else (e, replace(e, twin=True)))]
+        return replace(self, episodes=episodes, manifest_hash=manifest_hash(self.name, episodes, self.env_kwargs))
 
     def cells(self) -> list[tuple[str, str]]:
         """(task, split) cells in file order."""
@@ -110,7 +125,7 @@ def manifest_hash(name: str, episodes: list[Episode], env_kwargs: dict) -> str:
     from vlabench.sim.constants import SIM_VERSION
 
     payload = json.dumps({"format": SUITE_FORMAT, "sim": SIM_VERSION, "name": name, "env": env_kwargs,
-                          "episodes": [asdict(e) for e in episodes]}, sort_keys=True)
+                          "episodes": [e.as_dict() for e in episodes]}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vlabench.eval import provenance
+from vlabench.eval.metrics import episode_key
 from vlabench.eval.results import RunRecord, Tally, load_previous, success_table
 from vlabench.agents.spec import PolicySpec
 from vlabench.eval.runtime import build_policy, observation_mismatch, resolve_device
@@ -85,6 +86,10 @@ class EvalConfig:
     without it a resume counts them as finished"""
     allow_train_suite: bool = False
     """evaluate on a train suite (demo seeds) anyway; recorded in results.json as train_suite_allowed"""
+    twins: bool = False
+    """also run the paired twin of every held-out episode (the same seed with only the split's shift undone,
+    vlabench.tasks.twins); results.json then gives, per split and cell, the twin and shifted rates and the
+    paired drop with Newcombe's interval and McNemar's p. The twins are part of the manifest"""
     max_minutes: float = 0.0
     """stop starting new episodes after this many minutes (episodes in flight finish; 0 = no limit); the
     run is left incomplete and rerunning it continues. Episodes run interleaved across cells, so a run
@@ -147,6 +152,8 @@ def run(cfg: EvalConfig, policy: PolicySpec | Any | None = None) -> dict:
     RuntimeError when every episode of the run errored (the results are written first).
     """
     suite = load_suite(cfg.suite)
+    if cfg.twins:
+        suite = suite.with_twins()
     _check(cfg, suite)
     spec = PolicySpec.of(cfg.policy, cfg.policy_option) if policy is None else PolicySpec.of(policy)
     traits = spec.traits()
@@ -172,7 +179,7 @@ def run(cfg: EvalConfig, policy: PolicySpec | Any | None = None) -> dict:
         record = RunRecord(out, suite, fields, done, old, provenance.git_sha() if todo else None,
                            cfg.max_episodes or None)
         record.write()  # provenance first: a killed run leaves a directory that can be checked and resumed
-        cells = video_candidates(episodes, cfg.videos_per_cell)
+        cells = video_candidates([e for e in episodes if not e.twin], cfg.videos_per_cell)
         if todo:
             _run_episodes(cfg, record, episodes, todo, env_kwargs, spec, built, act_ctx, cells)
         if cells:
@@ -216,7 +223,7 @@ def _run_episodes(cfg: EvalConfig, record: RunRecord, episodes: list, todo: list
     cand_dir = record.out / VIDEOS_DIR / CANDIDATES_DIR
 
     def video_path_for(ep: dict) -> str | None:
-        if (ep["task"], ep["split"], ep["index"], ep["seed"]) not in recorded:
+        if episode_key(ep) not in recorded:
             return None
         cand_dir.mkdir(parents=True, exist_ok=True)
         return str(cand_dir / f"{video_stem(ep)}.mp4")
@@ -229,7 +236,7 @@ def _run_episodes(cfg: EvalConfig, record: RunRecord, episodes: list, todo: list
                unit="ep", dynamic_ncols=True)
     cell_rank = {c: i for i, c in enumerate(record.suite.cells())}
     todo = sorted(todo, key=lambda e: (e.index, cell_rank[(e.task, e.split)]))  # interleaved across cells
-    todo_dicts = [{"task": e.task, "split": e.split, "index": e.index, "seed": e.seed} for e in todo]
+    todo_dicts = [e.as_dict() for e in todo]
     deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
     try:
         with record.open_log() as log:

@@ -90,8 +90,10 @@ def is_success(ep: Mapping[str, Any]) -> bool:
 
 
 def episode_key(ep: Mapping[str, Any]) -> EpisodeKey:
-    """The (task, split, index, seed) key of an episode record."""
-    return (str(ep["task"]), str(ep["split"]), int(ep["index"]), int(ep["seed"]))
+    """The (task, split, index, seed) key of an episode record; a paired twin's (``"twin": true``, from
+    ``eval --twins``) has ``"twin"`` appended."""
+    key = (str(ep["task"]), str(ep["split"]), int(ep["index"]), int(ep["seed"]))
+    return (*key, "twin") if ep.get("twin") else key
 
 
 def _stats(n: int, successes: int, errors: int) -> dict[str, Any]:
@@ -109,7 +111,8 @@ def summarize(episodes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Aggregate episode records into the results-file summary.
 
     Args:
-        episodes: records as in episodes.jsonl (task, split, index, seed, status, success, ...).
+        episodes: records as in episodes.jsonl (task, split, index, seed, status, success, ...); paired
+            twins (``"twin": true``) are left out.
 
     Returns:
         ``{"cells": [...], "splits": {...}, "overall": {...}}`` where each cell is
@@ -120,6 +123,8 @@ def summarize(episodes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     counts: dict[tuple[str, str], list[int]] = {}
     for i, ep in enumerate(episodes):
         _validate(ep, f"#{i}")
+        if ep.get("twin"):  # the benign arm of ``eval --twins``: summarized by vlabench.eval.paired
+            continue
         c = counts.setdefault((str(ep["task"]), str(ep["split"])), [0, 0, 0])
         c[0] += 1
         c[1] += int(is_success(ep))
@@ -146,6 +151,8 @@ def _index(episodes: Iterable[Mapping[str, Any]], label: str) -> dict[EpisodeKey
     out: dict[EpisodeKey, bool] = {}
     for i, ep in enumerate(episodes):
         _validate(ep, f"#{i} of {label}")
+        if ep.get("twin"):
+            continue
         key = episode_key(ep)
         if key in out:
             raise ValueError(f"duplicate episode {key} (task, split, index, seed) in {label}")

@@ -129,3 +129,24 @@ def paired_drop(twin: Sequence[Any], shifted: Sequence[Any]) -> dict[str, Any]:
         "mcnemar_p": mcnemar_exact_p(b, c),
         "method": METHOD,
     }
+
+
+def twin_summary(records: Sequence[dict]) -> dict[str, Any]:
+    """The paired generalization gap of an ``eval --twins`` run: per split and per cell, :func:`paired_drop`
+    over the episodes whose twin has finished too (an error counts as a failure in either arm, as in
+    every rate of vlabench). ``{"splits": {split: drop}, "cells": [{"task", "split", **drop}]}``; a pair
+    with one arm still to run is left out until it finishes."""
+    from vlabench.eval.metrics import episode_key, is_success
+
+    twins = {episode_key(r)[:4]: is_success(r) for r in records if r.get("twin")}
+    pairs: dict[tuple[str, str], list[tuple[bool, bool]]] = {}
+    for r in records:
+        k = episode_key(r)
+        if not r.get("twin") and k in twins:
+            pairs.setdefault((k[0], k[1]), []).append((twins[k], is_success(r)))
+    by_split: dict[str, list[tuple[bool, bool]]] = {}
+    cells = []
+    for (task, split), ps in sorted(pairs.items()):
+        by_split.setdefault(split, []).extend(ps)
+        cells.append({"task": task, "split": split, **paired_drop(*zip(*ps))})
+    return {"splits": {sp: paired_drop(*zip(*ps)) for sp, ps in sorted(by_split.items())}, "cells": cells}

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from vlabench.eval.metrics import episode_key, is_success, summarize
+from vlabench.eval.paired import twin_summary
 from vlabench.fileio import write_json_atomic, write_text_atomic
 from vlabench.suite import Suite
 
@@ -184,6 +185,7 @@ class RunRecord:
             "renderer": "+".join(renderers) or (self.old or {}).get("renderer") or self.provenance["renderer_requested"],
             "complete": len(records) == len(s.episodes),
             **summarize(records),
+            **({"twins": twin_summary(records)} if any(r.get("twin") for r in records) else {}),
         }
 
     def write(self) -> dict:

@@ -117,7 +117,7 @@ class EnvSlot:
         self.need_expert, self.video_path = need_expert, video_path
         self.frames, self.wrists = [], []
         self.env = self._env_for(episode["task"], episode["split"])
-        obs, info = self.env.reset(seed=int(episode["seed"]))
+        obs, info = self.env.reset(seed=int(episode["seed"]), options={"twin": True} if episode.get("twin") else None)
         return self._reply(obs, info, done=False)
 
     def step(self, action: np.ndarray) -> dict:

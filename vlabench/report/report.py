@@ -22,11 +22,13 @@ from typing import Any
 from tyro.conf import Positional
 
 from vlabench.eval.metrics import summarize
+from vlabench.eval.paired import twin_summary
 from vlabench.fileio import write_bytes_atomic
-from vlabench.report import plots, tables
+from vlabench.report import gap, plots, tables
 from vlabench.report.compare import RunEpisodes, check_same_suite, compare_runs, comparisons_markdown
 
 RESULTS_SCHEMA_VERSION = 1
+GAP_PNG = "{stem}_gap.png"
 
 
 @dataclass
@@ -53,6 +55,8 @@ class LoadedRun:
     """episodes.jsonl records"""
     summary: dict[str, Any]
     """``summarize(episodes)``"""
+    twins: dict[str, Any] | None = None
+    """``twin_summary(episodes)`` of an ``eval --twins`` run, else None"""
 
 
 def _read_json(path: Path) -> Any:
@@ -98,14 +102,16 @@ def load_run(run_dir: Path) -> LoadedRun:
         except json.JSONDecodeError as e:
             raise ValueError(f"{ep_path}:{lineno} is not valid JSON ({e}); was the run interrupted?") from e
     summary = summarize(episodes)
-    if not results.get("complete", True) and len(episodes) != int(results.get("overall", {}).get("n", -1)):
+    n_main = sum(not e.get("twin") for e in episodes)
+    if not results.get("complete", True) and n_main != int(results.get("overall", {}).get("n", -1)):
         selected = results["suite"].get("max_episodes") or results["suite"].get("n_episodes")
         raise ValueError(f"{run_dir} holds an incomplete evaluation ({len(episodes)} of {selected} episodes; it was "
                          "interrupted before results.json caught up). Rerun `vlabench eval` with the same --out "
                          "(and the same suite and policy) to finish it, then report")
     _check_consistent(res_path, results, summary)
     name = str(results["policy"].get("name") or run_dir.name)
-    return LoadedRun(path=run_dir, name=name, results=results, episodes=episodes, summary=summary)
+    twins = twin_summary(episodes) if any(e.get("twin") for e in episodes) else None
+    return LoadedRun(path=run_dir, name=name, results=results, episodes=episodes, summary=summary, twins=twins)
 
 
 def _check_consistent(res_path: Path, results: dict[str, Any], summary: dict[str, Any]) -> None:
@@ -178,7 +184,8 @@ def _provenance(runs: list[LoadedRun]) -> str:
     )
 
 
-def render_markdown(runs: list[LoadedRun], png_names: dict[str, str], csv_names: list[str], headline_csv: str) -> str:
+def render_markdown(runs: list[LoadedRun], png_names: dict[str, str], csv_names: list[str], headline_csv: str,
+                    stem: str = "REPORT") -> str:
     """REPORT.md text for loaded runs (png_names: split -> file name, relative to the report)."""
     pairs = [(r.name, r.summary) for r in runs]
     parts = [
@@ -200,6 +207,17 @@ def render_markdown(runs: list[LoadedRun], png_names: dict[str, str], csv_names:
             comparisons_markdown(
                 compare_runs([RunEpisodes(r.name, r.results["suite"]["manifest_hash"], r.episodes) for r in runs])
             ),
+        ]
+    gaps = [(r.name, r.twins) for r in runs if r.twins]
+    if gaps:
+        parts += [
+            "## Generalization gap (paired twins)\n",
+            "Each held-out episode ran beside its twin: the same seed with only the split's shift undone "
+            "(`vlabench eval --twins`). Drop = twin rate - shifted rate in percentage points, with Newcombe's "
+            "(1998, method 10) 95% interval for paired proportions and the exact McNemar p; the rates in "
+            "brackets are twin -> shifted.\n",
+            gap.gap_markdown(gaps),
+            f"![generalization gap]({GAP_PNG.format(stem=stem)})\n",
         ]
     parts.append("## Per-task results\n")
     for r, csv_name in zip(runs, csv_names):
@@ -236,7 +254,7 @@ def run(cfg: ReportConfig) -> Path:
     charts = plots.split_charts(pairs)
     split_slugs = _unique_slugs(list(charts))
     png_names = {split: f"{stem}_{slug}.png" for split, slug in zip(charts, split_slugs)}
-    markdown = render_markdown(runs, png_names, csv_names, headline_name)
+    markdown = render_markdown(runs, png_names, csv_names, headline_name, stem)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out.parent / headline_name, tables.headline_csv(pairs))
@@ -244,6 +262,9 @@ def run(cfg: ReportConfig) -> Path:
         write_atomic(out.parent / name, tables.run_table_csv(r.summary))
     for split, png in charts.items():
         write_atomic(out.parent / png_names[split], png)
+    gaps = [(r.name, r.twins) for r in runs if r.twins]
+    if gaps:
+        write_atomic(out.parent / GAP_PNG.format(stem=stem), gap.gap_chart_png(gaps))
     write_atomic(out, markdown)
     for r in runs:
         if not r.results.get("complete", True):
