@@ -363,8 +363,15 @@ class RT1Model(nn.Module):
         metrics = {"loss": float(loss.detach()), "token_acc": float(acc)}
         if self.cfg.aux_privileged:
             target = batch["privileged"][:, -1, AUX_INDEX].to(self.device, torch.float32)
-            aux = F.mse_loss(self.aux_head(pooled), (target - self.aux_center) / self.aux_half_range)
+            pred = self.aux_head(pooled)
+            aux = F.mse_loss(pred, (target - self.aux_center) / self.aux_half_range)
             metrics.update(action_loss=metrics["loss"], aux_loss=float(aux.detach()))
+            err = (pred.detach() * self.aux_half_range + self.aux_center - target).pow(2)
+            start = 0
+            for field in AUX_FIELDS:  # how far off the head is, in cm (RMS over the batch and x, y, z)
+                n = privileged_slice(field).stop - privileged_slice(field).start
+                metrics[f"aux_cm_{field}"] = 100 * float(err[:, start:start + n].mean().sqrt())
+                start += n
             loss = loss + self.cfg.aux_privileged * aux
             metrics["loss"] = float(loss.detach())
         return loss, metrics
