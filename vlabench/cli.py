@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "serve": ("vlabench.eval.serve", "ServeConfig", "run", "serve a policy over the openpi WebSocket protocol"),
     "offline-eval": ("vlabench.eval.offline", "OfflineEvalConfig", "run", "per-cell losses on held-out demos"),
     "report": ("vlabench.report.report", "ReportConfig", "run", "tables, charts and paired tests from results"),
-    "compare": ("vlabench.report.sequential", "CompareConfig", "run", "sequential paired test of two finished runs"),
+    "compare": ("vlabench.report.sequential", "CompareConfig", "run", "sequential paired test of two policies (live with --suite) or of two finished runs"),
     "pipeline": ("vlabench.pipeline.command", "PipelineConfig", "run", "collect, train, eval, probe, report by profile"),
     "train": ("vlabench.train.command", "parse_train_args", "run", "train a policy from a recipe (policies/*.toml)"),
     "vqa-gen": ("vlabench.data.vqa", "VQAGenConfig", "run", "generate co-training VQA data from scenes"),

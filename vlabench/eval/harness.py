@@ -143,13 +143,15 @@ def _renderer(cfg: EvalConfig, suite: Suite) -> tuple[str, str]:
     return "tiny", "default"
 
 
-def run(cfg: EvalConfig, policy: PolicySpec | Any | None = None) -> dict:
+def run(cfg: EvalConfig, policy: PolicySpec | Any | None = None, only: set[tuple] | None = None) -> dict:
     """Evaluate ``cfg.policy`` on ``cfg.suite``; returns the results dict (also written to out/results.json).
 
     ``policy`` (from Python) overrides ``cfg.policy`` and ``cfg.policy_option``: a PolicySpec, or a ready
     policy instance (recorded as its class, ``module:Class``; the Ray backend pickles it to its actors).
     Ctrl-C stops the run with a KeyboardInterrupt saying what is recorded and how to resume. Raises
-    RuntimeError when every episode of the run errored (the results are written first).
+    RuntimeError when every episode of the run errored (the results are written first). ``only`` (from
+    Python) runs just the manifest episodes with these keys (``Episode.key``), as ``vlabench compare`` does
+    block by block; the manifest, and so resuming, stays the suite's.
     """
     suite = load_suite(cfg.suite)
     if cfg.twins:
@@ -158,6 +160,8 @@ def run(cfg: EvalConfig, policy: PolicySpec | Any | None = None) -> dict:
     spec = PolicySpec.of(cfg.policy, cfg.policy_option) if policy is None else PolicySpec.of(policy)
     traits = spec.traits()
     episodes = suite.episodes[: cfg.max_episodes] if cfg.max_episodes else list(suite.episodes)
+    if only is not None:
+        episodes = [e for e in episodes if e.key in only]
     renderer, renderer_from = _renderer(cfg, suite)
     env_kwargs = {**suite.env_kwargs, "renderer": renderer, **traits.env_kwargs()}
     device = resolve_device(cfg.device)

@@ -1,4 +1,8 @@
-"""``vlabench compare RUN_A RUN_B``: when would a sequential paired test have stopped on two finished runs?
+"""``vlabench compare``: a sequential paired comparison of two policies.
+
+Live, ``vlabench compare A B --suite S`` runs both policies pair by pair until the test decides
+(:mod:`vlabench.eval.compare_live`). Offline, ``vlabench compare RUN_A RUN_B`` asks when the test would have
+stopped on two finished runs.
 
 The two runs must have evaluated the same suite manifest. Their episodes are paired by (task, split, index,
 seed) and taken in round-robin order over the cells (``interleave_by_cell``), the order a live comparison
@@ -22,18 +26,36 @@ from vlabench.report.report import load_run
 
 @dataclass
 class CompareConfig:
-    """Sequential paired comparison of two finished runs (offline)."""
+    """Sequential paired comparison of two policies: live with --suite (A and B are policies), else offline
+    on two finished runs (A and B are results directories)."""
 
-    run_a: Positional[Path]
-    """results directory of policy A (results.json + episodes.jsonl)"""
-    run_b: Positional[Path]
-    """results directory of policy B, on the same suite manifest"""
+    run_a: Positional[str]
+    """A: a results directory (offline), or with --suite a policy in any --policy form"""
+    run_b: Positional[str]
+    """B: likewise; offline, on the same suite manifest as A"""
+    suite: Path | None = None
+    """live mode: the suite both policies run on, pair by pair, until the test decides"""
     alpha: float = 0.05
     """the test's type-I error bound, at any stopping time"""
     max_pairs: int = 0
-    """stop without a decision after this many pairs (0 = all the pairs the runs have)"""
+    """stop without a decision after this many pairs (0 = all the pairs the runs or the suite have)"""
+    block: int = 10
+    """live: pairs each policy runs before the test looks again"""
+    runs: Path | None = None
+    """live: where both evaluations go (RUNS/a, RUNS/b, RUNS/compare.json); default runs/compare/A-vs-B.
+    Rerunning the same command resumes"""
+    workers: int = 1
+    """live: env worker processes of each evaluation"""
+    envs_per_worker: int = 1
+    """live: env slots per worker"""
+    device: str = "cpu"
+    """live: torch device of learned policies"""
     out: Path | None = None
-    """write the record here (JSON)"""
+    """write the record here too (JSON)"""
+
+
+def _slug(policy: str) -> str:
+    return Path(policy.rstrip("/")).name.replace(":", "_") or "policy"
 
 
 def compare_offline(cfg: CompareConfig) -> dict:
@@ -57,6 +79,16 @@ def compare_offline(cfg: CompareConfig) -> dict:
 def run(cfg: CompareConfig) -> dict:
     from vlabench.fileio import write_json_atomic
 
+    if cfg.suite is not None:
+        from vlabench.eval.compare_live import compare_live
+
+        runs = cfg.runs or Path("runs/compare") / f"{_slug(cfg.run_a)}-vs-{_slug(cfg.run_b)}"
+        record = compare_live(cfg.run_a, cfg.run_b, cfg.suite, runs, cfg.alpha, cfg.max_pairs, cfg.block,
+                              workers=cfg.workers, envs_per_worker=cfg.envs_per_worker, device=cfg.device)
+        print(f"{record['a']} vs {record['b']}: {record['summary']}; record: {runs / 'compare.json'}")
+        if cfg.out:
+            write_json_atomic(cfg.out, record)
+        return record
     record = compare_offline(cfg)
     print(f"{record['a']} vs {record['b']}: {record['summary']} ({record['pairs_available']} pairs available; "
           f"fixed-n McNemar on all of them p = {record['fixed_n']['mcnemar_p']:.3g})")
