@@ -76,15 +76,6 @@ def newcombe_paired_ci(a: int, b: int, c: int, d: int, z: float = Z95) -> tuple[
     return max(-1.0, diff - delta), min(1.0, diff + epsilon)
 
 
-def mcnemar_exact_p(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value for discordant counts ``b`` and ``c``.
-
-    p = min(1, 2 * P(X <= min(b, c))) with X ~ Bin(b + c, 1/2); 1.0 when b + c == 0. Delegates to
-    :func:`vlabench.eval.metrics.mcnemar_exact` (one implementation in the package).
-    """
-    return mcnemar_exact(b, c)
-
-
 def _outcomes(values: Sequence[Any], name: str) -> list[bool]:
     out = []
     for i, v in enumerate(values):
@@ -126,7 +117,7 @@ def paired_drop(twin: Sequence[Any], shifted: Sequence[Any]) -> dict[str, Any]:
         "drop": (b - c) / n,
         "drop_ci95": [lo, hi],
         "discordant": [b, c],
-        "mcnemar_p": mcnemar_exact_p(b, c),
+        "mcnemar_p": mcnemar_exact(b, c),
         "method": METHOD,
     }
 
