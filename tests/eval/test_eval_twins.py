@@ -66,3 +66,15 @@ def test_report_shows_the_generalization_gap(tmp_path):
     assert len(rows) == 2 and all("n=2" in r for r in rows) and "distractors" in section
     assert "+0.0 [" in rows[0]  # noop fails both arms of every pair: no drop
     assert (tmp_path / "r" / "REPORT_gap.png").stat().st_size > 1000
+
+
+def test_smoke_suite_with_twins(tmp_path):
+    from pathlib import Path
+
+    smoke = Path(__file__).resolve().parents[2] / "envs" / "smoke.toml"
+    res = run(EvalConfig(suite=smoke, policy="expert", twins=True, out=tmp_path / "e", workers=2))
+    gap = res["twins"]["splits"]
+    assert sorted(gap) == ["distractors", "paraphrase", "unseen_backgrounds", "unseen_colors"]
+    assert all(g["n_pairs"] == 2 for g in gap.values()) and res["overall"]["n"] == 16
+    # The scripted expert reads the state: undoing a visual or verbal shift changes nothing it does.
+    assert all(g["discordant"] == [0, 0] for g in gap.values())
