@@ -104,3 +104,35 @@ def test_env_privileged_state_layout_and_collection(tmp_path) -> None:
     ds = DemoDataset(tmp_path / "demos", horizon=2, image_keys=(), privileged=True)
     assert ds[0]["privileged"].shape == (1, PRIVILEGED_DIM) and "image" not in ds[0]
     assert len(ds.stats["privileged"]["min"]) == PRIVILEGED_DIM
+
+
+def test_perception_noise_probe_moves_the_target_fields_per_episode() -> None:
+    from vlabench.contracts import Traits, privileged_slice
+    from vlabench.env import PRIVILEGED_DIM
+
+    m = StateMLP(StateMLPConfig(preset="tiny", horizon=2), stats(PRIVILEGED_DIM))
+    seen = []
+    m.predict_action_chunk = lambda x: (seen.append(x[:, -1].clone()), torch.zeros(len(x), 2, 7))[1]
+    p = StateMLPPolicy(m, target_noise_cm=2.0, goal_noise_cm=5.0)
+    assert Traits.of(p).stochastic and not Traits.of(StateMLPPolicy(m)).stochastic
+    priv = np.zeros((2, PRIVILEGED_DIM), np.float32)
+    priv[0, privileged_slice("has_goal")] = 1.0  # slot 0 has a goal of its own, slot 1 is pick-like
+
+    def step(first, seeds=(11, 12)):
+        p.act({"privileged": priv, "slot": np.array([0, 1]), "is_first": np.array([first] * 2),
+               "rng_seed": np.array(seeds)})
+        return seen[-1].numpy()
+
+    a, b = step(True), step(False)
+    np.testing.assert_array_equal(a, b)  # one offset per episode, not per step
+    t, g = privileged_slice("target_pos"), privileged_slice("goal_pos")
+    off_t = a[:, t]
+    assert 0 < np.abs(off_t).max() < 0.1 and not np.allclose(off_t[0], off_t[1])
+    np.testing.assert_allclose(a[:, privileged_slice("target_minus_ee")], off_t)
+    np.testing.assert_allclose(a[1, g], off_t[1])  # pick-like: the goal is the target
+    np.testing.assert_allclose(a[0, privileged_slice("goal_minus_target")], a[0, g] - off_t[0], atol=1e-6)
+    np.testing.assert_array_equal(a[:, privileged_slice("ee_pos")], 0.0)
+    np.testing.assert_array_equal(step(True), a)  # the same episode seeds give the same offsets
+    assert not np.allclose(step(True, seeds=(13, 14)), a)
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        StateMLPPolicy(m, target_noise_cm=-1.0)
