@@ -108,6 +108,8 @@ def test_observation_mismatch_names_each_option(tmp_path):
     diffs = observation_mismatch(str(ckpt), {"image_size": 128, "wrist_size": 84})
     assert diffs[0] == "image_size: trained on 96, evaluated at 128" and diffs[1].startswith("front_fov: trained on 35.0")
     assert observation_mismatch(str(ckpt), {"image_size": 96, "front_fov": 35.0}) == []
+    # A privileged-state policy turns privileged_state on; its demos recorded the stream without it.
+    assert observation_mismatch(str(ckpt), {"image_size": 96, "front_fov": 35.0, "privileged_state": True}) == []
     (ckpt / "dataset.json").write_text("{}")  # an older checkpoint that did not record them
     assert observation_mismatch(str(ckpt), {"image_size": 128}) == []
 

@@ -57,7 +57,7 @@ def observation_mismatch(checkpoint: str, env_kwargs: dict) -> list[str]:
         return []
     defaults = {k: p.default for k, p in inspect.signature(TabletopEnv.__init__).parameters.items()}
     out = []
-    for key in OBSERVATION_OPTIONS + ("privileged_state",):
+    for key in OBSERVATION_OPTIONS:  # not privileged_state: every demo records the privileged stream anyway
         a, b = trained.get(key, defaults.get(key)), env_kwargs.get(key, defaults.get(key))
         if a != b:
             out.append(f"{key}: trained on {a}, evaluated at {b}")
