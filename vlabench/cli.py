@@ -130,6 +130,37 @@ MODEL_STACK = frozenset({"torch", "torchvision", "transformers", "diffusers", "t
 """Top-level modules of the ``models`` extra: a command that needs one says to install the extra."""
 
 
+REPEATABLE = ("--policy-option", "--train.inference")
+"""List flags that may be given several times; their values are joined (tyro alone keeps the last one)."""
+
+
+def merge_repeated(args: list[str], flags: tuple[str, ...]) -> list[str]:
+    """``args`` with every later occurrence of a flag in ``flags`` folded into its first:
+    ``--policy-option a=1 --x 2 --policy-option b=2`` -> ``--policy-option a=1 b=2 --x 2``."""
+    out: list[str] = []
+    first: dict[str, int] = {}
+    i = 0
+    while i < len(args):
+        flag = args[i]
+        if flag in flags:
+            j = i + 1
+            while j < len(args) and not args[j].startswith("--"):
+                j += 1
+            if flag in first:
+                at = first[flag] + 1
+                while at < len(out) and not out[at].startswith("--"):
+                    at += 1
+                out[at:at] = args[i + 1:j]
+            else:
+                first[flag] = len(out)
+                out += args[i:j]
+            i = j
+        else:
+            out.append(flag)
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import tyro
 
@@ -141,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"vlabench: unknown command {argv[0]!r}; known: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    rest = argv[len(name.split()):]
+    rest = merge_repeated(argv[len(name.split()):], REPEATABLE)
     module_name, cfg_name, fn_name, help_ = COMMANDS[name]
     try:
         module = importlib.import_module(module_name)

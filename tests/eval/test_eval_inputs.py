@@ -122,3 +122,24 @@ def test_episodes_run_interleaved_across_cells_and_a_time_budget_leaves_a_resuma
     run(EvalConfig(suite=suite, policy="noop", out=tmp_path / "a"))  # the rerun continues
     order = [(r["task"], r["index"]) for r in read_jsonl(tmp_path / "a" / "episodes.jsonl")]
     assert order == [("pick", 0), ("push", 0), ("pick", 1), ("push", 1)]
+
+
+def test_repeated_policy_option_flags_add_up(tmp_path):
+    from vlabench.cli import REPEATABLE, main, merge_repeated
+
+    assert merge_repeated(["--policy-option", "a=1", "--workers", "2", "--policy-option", "b=2", "c=-3"],
+                          REPEATABLE) == ["--policy-option", "a=1", "b=2", "c=-3", "--workers", "2"]
+    (tmp_path / "opts_policy.py").write_text(
+        "import numpy as np\n\nclass P:\n    def __init__(self, a: float = 0.0, b: float = 0.0):\n"
+        "        self.a, self.b = a, b\n\n    def reset(self, n):\n        pass\n\n"
+        "    def act(self, obs):\n        return np.zeros((len(obs['slot']), 7), np.float32)\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        code = main(["eval", "--suite", "envs/smoke.toml", "--policy", "opts_policy:P", "--policy-option", "a=1",
+                     "--max-episodes", "1", "--policy-option", "b=2", "--out", str(tmp_path / "e")])
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert code == 0
+    assert json.loads((tmp_path / "e" / "results.json").read_text())["policy"]["options"] == {"a": "1", "b": "2"}
