@@ -93,6 +93,13 @@ def check_action_spec(spec: dict | None, url: str) -> None:
                         "(position 3-D delta_xyz, rotation 3-D delta, gripper 1-D, in [-1, 1])")
 
 
+def vla_eval_observation(obs: dict, instruction: str) -> dict:
+    """One env observation (``image``, ``wrist_image``, ``state``) in vla-eval's convention: ``images`` (camera
+    name -> HWC uint8), ``task_description``, ``state``; what the client sends and the vla-eval adapter serves."""
+    return {"images": {k: np.asarray(obs[k]) for k in ("image", "wrist_image") if k in obs},
+            "task_description": str(instruction), "state": np.asarray(obs["state"], np.float32)}
+
+
 class _OpenPISession:
     def __init__(self, url: str, timeout_s: float, first_frame: Any = None, ws=None) -> None:
         self.url, self.timeout_s = url, timeout_s
@@ -241,9 +248,8 @@ class ServedPolicy(PolicyTraits):
     def _obs_for(self, obs_batch: dict, row: int, slot: int, first: bool, vla_eval: bool) -> dict:
         keys = ("image", "wrist_image", "state")
         if vla_eval:
-            images = {k: np.asarray(obs_batch[k][row]) for k in ("image", "wrist_image") if k in obs_batch}
-            return {"images": images, "task_description": str(obs_batch["instruction"][row]),
-                    "state": np.asarray(obs_batch["state"][row], np.float32)}
+            return vla_eval_observation({k: obs_batch[k][row] for k in keys if k in obs_batch},
+                                        obs_batch["instruction"][row])
         out = {self.keys.get(k, k): np.asarray(obs_batch[k][row]) for k in keys if k in obs_batch}
         out[self.keys.get("instruction", "instruction")] = str(obs_batch["instruction"][row])
         if self.episode_keys:

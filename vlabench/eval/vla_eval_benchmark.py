@@ -33,6 +33,7 @@ import numpy as np
 from vla_eval.benchmarks.base import StepBenchmark, StepResult
 from vla_eval.specs import GRIPPER_CLOSE_POS, IMAGE_RGB, LANGUAGE, POSITION_DELTA, STATE_EEF_POS_QUAT_GRIP, DimSpec
 
+from vlabench.agents.served import vla_eval_observation
 from vlabench.contracts import ACTION_DIM
 from vlabench.eval.workers import EnvSlot
 from vlabench.suite import load_suite
@@ -109,9 +110,7 @@ class VlabenchBenchmark(StepBenchmark):
                           info={"success": self.success, "steps": reply["steps"]})
 
     def make_obs(self, raw_obs: dict, task: dict) -> dict:
-        obs = raw_obs["obs"]
-        return {"images": {k: obs[k] for k in ("image", "wrist_image") if k in obs},
-                "task_description": str(raw_obs["instruction"]), "state": np.asarray(obs["state"], np.float32)}
+        return vla_eval_observation(raw_obs["obs"], raw_obs["instruction"])
 
     def get_step_result(self, step_result: StepResult) -> dict:
         return {"success": bool(self.success), "steps": int(step_result.obs.get("steps", 0)), "seed": self.episode.seed}
