@@ -266,23 +266,21 @@ def test_frozen_trunk_has_no_gradients_keeps_bn_statistics_and_matches_its_cache
     assert not any(m.training for m in enc._frozen_modules()) and enc.films.training
     with pytest.raises(ValueError, match=f"frozen_blocks must be in 0..{n_blocks}"):
         RT1Model(tiny_cfg(frozen_blocks=n_blocks + 1), STATS)
-    from vlabench.models.rt1.features import TrunkEncoder
-
     batch = make_batch(B=2, T=3, H=40, W=40)
     trunk_before = {k: v.clone() for k, v in enc.trunk_state().items()}
-    fp = TrunkEncoder(model).fingerprint()
+    fp = model.trunk_encoder().fingerprint()
     loss, _ = model.compute_loss(batch)
     loss.backward()
     torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
     assert all(torch.equal(v, trunk_before[k]) for k, v in enc.trunk_state().items())  # BN stats untouched too
-    assert TrunkEncoder(model).fingerprint() == fp  # training the rest keeps the cache valid
+    assert model.trunk_encoder().fingerprint() == fp  # training the rest keeps the cache valid
     with torch.no_grad():
         next(iter(enc._frozen_modules()[2].parameters())).add_(1.0)
-    assert TrunkEncoder(model).fingerprint() != fp  # other trunk weights: another cache
+    assert model.trunk_encoder().fingerprint() != fp  # other trunk weights: another cache
     # Cached features (what training reads) and live frames (what the policy sees) give the same logits.
     model.eval()
     frames = batch["image"]
-    cached = TrunkEncoder(model).encode(frames.flatten(0, 1).permute(0, 2, 3, 1).numpy())
+    cached = model.trunk_encoder().encode(frames.flatten(0, 1).permute(0, 2, 3, 1).numpy())
     trunk = torch.from_numpy(cached).view(2, 3, *cached.shape[1:])
     with torch.no_grad():
         live = model(frames, batch["instruction"])
@@ -293,7 +291,7 @@ def test_frozen_trunk_has_no_gradients_keeps_bn_statistics_and_matches_its_cache
 
 
 def test_feature_shift_moves_the_map_by_whole_cells_per_sample():
-    from vlabench.models.rt1.features import random_shift
+    from vlabench.models.blocks.trunk_features import random_shift
 
     x = torch.arange(2 * 2 * 1 * 5 * 5, dtype=torch.float32).view(2, 2, 1, 5, 5)
     torch.manual_seed(0)
@@ -350,8 +348,6 @@ def test_state_embedding_is_required_once_trained_with():
 
 
 def test_wrist_camera_adds_its_tokens_and_its_cache():
-    from vlabench.models.rt1.features import TrunkEncoder
-
     torch.manual_seed(0)
     full = RT1Model(tiny_cfg(), STATS)
     model = _perturb(RT1Model(tiny_cfg(use_wrist=True, frozen_blocks=full.image_encoder.n_blocks - 1), STATS)).eval()
@@ -362,7 +358,7 @@ def test_wrist_camera_adds_its_tokens_and_its_cache():
     wrist = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8)
     with pytest.raises(ValueError, match="use_wrist=True"):
         model(batch["image"], batch["instruction"])
-    enc = TrunkEncoder(model, "wrist_image")
+    enc = model.trunk_encoder("wrist_image")
 
     def cached(x):
         f = enc.encode(x.flatten(0, 1).permute(0, 2, 3, 1).numpy())
@@ -384,7 +380,7 @@ def test_wrist_camera_adds_its_tokens_and_its_cache():
 def test_privileged_auxiliary_loss_trains_only_and_needs_the_stream():
     from vlabench.contracts import privileged_slice
     from vlabench.env import PRIVILEGED_DIM, PRIVILEGED_FIELDS
-    from vlabench.models.rt1.model import AUX_INDEX
+    from vlabench.models.blocks.aux_geometry import AUX_INDEX
 
     # The contract's field table is the env's layout (the env appends the task one-hot).
     assert privileged_slice("goal_minus_target") == slice(22, 25) and PRIVILEGED_FIELDS[-1][0] == "task_onehot"

@@ -29,7 +29,7 @@ from vlabench.fileio import atomic_path, write_json_atomic
 
 
 class FrameEncoder(Protocol):
-    """What ``DemoDataset(features=...)`` needs of an encoder (duck-typed; RT-1's ``TrunkEncoder`` is one)."""
+    """What ``DemoDataset(features=...)`` needs of an encoder (duck-typed; ``vlabench.models.blocks.trunk_features.TrunkEncoder`` is one)."""
 
     stream: str
     """The image stream it encodes ("image" or "wrist_image")."""

@@ -17,6 +17,7 @@ MODULES = {
     "rt2": "vlabench.models.rt2",
     "goal-diffusion": "vlabench.models.goal_image",
     "state-mlp": "vlabench.models.state_mlp",
+    "visuomotor": "vlabench.models.visuomotor",
 }
 
 

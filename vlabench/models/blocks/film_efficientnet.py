@@ -130,7 +130,7 @@ class FilmEfficientNet(nn.Module):
         frozen_blocks: 0 trains everything. k >= 1 freezes the stem and the first k MBConv blocks (no FiLM on
             them, BatchNorm kept in eval mode, no gradients): their output, ``trunk(images)``, is then a fixed
             function of the image that training can compute once per frame and cache; ``forward_features``
-            runs the FiLM-conditioned rest.
+            runs the FiLM-conditioned rest. -1 freezes every block up to ``feature_stride``.
     """
 
     def __init__(
@@ -180,6 +180,8 @@ class FilmEfficientNet(nn.Module):
                     left -= len(stage)
             self.net.blocks = nn.Sequential(*kept)
             self.net.conv_head, self.net.bn2 = nn.Identity(), nn.Identity()
+        if frozen_blocks == -1:  # the whole network up to feature_stride
+            frozen_blocks = self.n_blocks
         if not 0 <= frozen_blocks <= self.n_blocks:
             raise ValueError(f"frozen_blocks must be in 0..{self.n_blocks} (the blocks up to stride {feature_stride}), "
                              f"got {frozen_blocks}")

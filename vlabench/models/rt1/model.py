@@ -32,14 +32,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vlabench.contracts import ACTION_DIM, STATE_DIM, privileged_slice
+from vlabench.contracts import ACTION_DIM, STATE_DIM
 from vlabench.models.blocks.action_tokenizer import ActionTokenizer
+from vlabench.models.blocks.aux_geometry import AUX_INDEX, aux_geometry_loss, aux_limits
 from vlabench.models.blocks.film_efficientnet import BACKBONES, FilmEfficientNet
 from vlabench.models.blocks.normalize import minmax_limits
 from vlabench.models.blocks.text_encoder import get_sentence_encoder
 from vlabench.models.blocks.token_learner import TokenLearner
 from vlabench.models.configs import PresetConfig
-from vlabench.models.rt1.features import TrunkEncoder, random_shift
+from vlabench.models.blocks.trunk_features import TrunkEncoder, random_shift
 
 PRESETS: dict[str, dict] = {
     # RT-1 paper sizes (8 layers, width 512, 8 heads, dropout 0.1) on a pretrained Lite0 at 224 px.
@@ -115,8 +116,8 @@ class RT1Config(PresetConfig):
     """Add a linear embedding of the proprioceptive ``state`` (end-effector pose and gripper, min-max
     normalized with the dataset's stats) to every token of its frame."""
     aux_privileged: float = 0.0
-    """Weight of an auxiliary loss, training only: regress the current frame's scene geometry (``AUX_FIELDS``
-    of the privileged state: the target's and the goal's positions and their offsets from the gripper and
+    """Weight of an auxiliary loss, training only: regress the current frame's scene geometry
+    (``vlabench.models.blocks.aux_geometry.AUX_FIELDS`` of the privileged state: the target's and the goal's positions and their offsets from the gripper and
     from each other, min-max normalized) from the pooled tokens with one linear layer, next to the action
     loss. It asks the image tokens to say where things are, the part behaviour cloning alone learns last
     (Levine et al. 2016 pretrain their visuomotor policy's vision layers on object pose). The policy never
@@ -171,11 +172,6 @@ def block_causal_mask(n_frames: int, tokens_per_frame: int) -> torch.Tensor:
     return frame[None, :] > frame[:, None]
 
 
-AUX_FIELDS = ("target_pos", "goal_pos", "target_minus_ee", "goal_minus_target")
-"""Privileged-state fields the ``aux_privileged`` head regresses."""
-AUX_INDEX = [i for f in AUX_FIELDS for i in range(privileged_slice(f).start, privileged_slice(f).stop)]
-
-
 class RT1Model(nn.Module):
     """RT-1-style network. ``forward(frames (B, T, 3, H, W) uint8, instructions) -> logits (B, 7, n_bins)``."""
 
@@ -209,9 +205,9 @@ class RT1Model(nn.Module):
             self.register_buffer("state_half_range", half)
             self.state_proj = nn.Linear(STATE_DIM, cfg.d_model)
         if cfg.aux_privileged:
-            center, half = minmax_limits(stats, "privileged")
-            self.register_buffer("aux_center", center[AUX_INDEX])
-            self.register_buffer("aux_half_range", half[AUX_INDEX])
+            center, half = aux_limits(stats)
+            self.register_buffer("aux_center", center)
+            self.register_buffer("aux_half_range", half)
             self.aux_head = nn.Linear(cfg.d_model, len(AUX_INDEX))
         self.register_buffer("attn_mask", block_causal_mask(cfg.n_frames, self.frame_tokens), persistent=False)
 
@@ -362,19 +358,18 @@ class RT1Model(nn.Module):
         acc = (hit * w).sum() / w.sum().clamp(min=1.0)
         metrics = {"loss": float(loss.detach()), "token_acc": float(acc)}
         if self.cfg.aux_privileged:
-            target = batch["privileged"][:, -1, AUX_INDEX].to(self.device, torch.float32)
-            pred = self.aux_head(pooled)
-            aux = F.mse_loss(pred, (target - self.aux_center) / self.aux_half_range)
-            metrics.update(action_loss=metrics["loss"], aux_loss=float(aux.detach()))
-            err = (pred.detach() * self.aux_half_range + self.aux_center - target).pow(2)
-            start = 0
-            for field in AUX_FIELDS:  # how far off the head is, in cm (RMS over the batch and x, y, z)
-                n = privileged_slice(field).stop - privileged_slice(field).start
-                metrics[f"aux_cm_{field}"] = 100 * float(err[:, start:start + n].mean().sqrt())
-                start += n
+            aux, aux_metrics = aux_geometry_loss(self.aux_head(pooled), batch["privileged"], self.aux_center,
+                                                 self.aux_half_range)
+            metrics.update(action_loss=metrics["loss"], **aux_metrics)
             loss = loss + self.cfg.aux_privileged * aux
             metrics["loss"] = float(loss.detach())
         return loss, metrics
+
+    def trunk_encoder(self, stream: str = "image") -> TrunkEncoder:
+        """The frozen trunk with this model's eval preprocessing, as the cache's frame encoder for ``stream``."""
+        c = self.cfg
+        return TrunkEncoder(self.image_encoder, lambda x: self.preprocess(x[:, None], train=False)[:, 0],
+                            {"family": "rt1", "image_size": c.image_size, "crop_scale": c.crop_scale}, stream)
 
     def data_spec(self) -> dict:
         """DemoDataset kwargs: n_frames of history, action_horizon actions; a frozen model reads cached
@@ -382,7 +377,7 @@ class RT1Model(nn.Module):
         spec = {"n_obs": self.cfg.n_frames, "horizon": self.cfg.action_horizon, "goal_offset": None,
                 "image_keys": self.cameras}
         if self.cfg.frozen_blocks:
-            spec.update(image_keys=(), features={cam: TrunkEncoder(self, cam) for cam in self.cameras})
+            spec.update(image_keys=(), features={cam: self.trunk_encoder(cam) for cam in self.cameras})
         if self.cfg.aux_privileged:
             spec["privileged"] = True
         return spec
