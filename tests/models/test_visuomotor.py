@@ -99,6 +99,11 @@ def test_learns_a_batch_and_reports_geometry_error_in_cm() -> None:
     assert after["aux_cm_target_pos"] < metrics["aux_cm_target_pos"]
     no_aux = VisuomotorModel(tiny(aux_privileged=0.0), STATS)
     assert not no_aux.data_spec()["privileged"] and set(no_aux.compute_loss(b)[1]) == {"l1", "loss"}
+    fed = VisuomotorModel(tiny(geometry_input=True), STATS)  # the geometry estimate is also the controller's input
+    assert fed.controller[0].in_features == no_aux.controller[0].in_features + 12
+    assert fed.compute_loss(b)[1]["aux_loss"] > 0
+    with pytest.raises(ValueError, match="geometry_input needs the geometry head"):
+        tiny(geometry_input=True, aux_privileged=0.0)
     with pytest.raises(ValueError, match=r"state must be \(B, 2, 8\)"):
         model.compute_loss({**b, "state": b["state"][:, :1]})
 

@@ -22,6 +22,12 @@ projection of the instruction -> ``hidden`` ReLU layers -> a chunk of ``horizon`
 normalized actions, executed with temporal ensembling. The geometry head reads the points and the current
 state (one hidden layer), so the points have to say where the target and the goal are. Points of earlier
 frames would double the cost of the convs, which are most of a training step.
+
+``geometry_input`` also feeds that head's estimate to the controller: perception first, then the kind of
+input the state-MLP ceiling learns from. The demos align the hand over the target in the first one or two
+steps (a pick demo is 16 steps long) and hold it aligned afterwards, so behaviour cloning from points alone
+learns "no sideways motion" for nearly every frame; an explicit target-minus-hand estimate, supervised on
+every frame, gives the controller the offset that the sideways action is a function of.
 """
 
 from __future__ import annotations
@@ -83,6 +89,9 @@ class VisuomotorConfig(PresetConfig):
     """Random shift of the cached trunk maps in training, up to this many cells each way (0 = none)."""
     aux_privileged: float = 1.0
     """Weight of the auxiliary geometry loss (training only; 0 = behaviour cloning alone)."""
+    geometry_input: bool = False
+    """Feed the geometry head's estimate (where the target and the goal are, and their offsets from the
+    hand) to the controller too: perception, then the state-MLP's kind of input. Needs ``aux_privileged``."""
     text_encoder: str | None = None
     """Sentence encoder: None = packaged all-MiniLM-L6-v2, a local model path, or "hash" (tests only)."""
 
@@ -98,6 +107,8 @@ class VisuomotorConfig(PresetConfig):
             raise ValueError(f"channels must be a positive multiple of 8, got {r.channels}")
         if not r.hidden or any(int(h) < 1 for h in r.hidden):
             raise ValueError(f"hidden must be a non-empty list of positive widths, got {r.hidden!r}")
+        if r.geometry_input and not r.aux_privileged:
+            raise ValueError("geometry_input needs the geometry head: set aux_privileged > 0")
         if r.feature_shift < 0 or r.aux_privileged < 0:
             raise ValueError(f"feature_shift and aux_privileged must be >= 0, got {r.feature_shift}, {r.aux_privileged}")
 
@@ -147,7 +158,7 @@ class VisuomotorModel(nn.Module):
         point_dim = len(self.cameras) * (2 * cfg.keypoints + cfg.channels)
         self.lang = nn.Linear(text_dim, cfg.lang_dim)
         layers: list[nn.Module] = []
-        width = point_dim + cfg.n_obs_steps * STATE_DIM + cfg.lang_dim
+        width = point_dim + cfg.n_obs_steps * STATE_DIM + cfg.lang_dim + (len(AUX_INDEX) if cfg.geometry_input else 0)
         for h in cfg.hidden:
             layers += [nn.Linear(width, int(h)), nn.ReLU()]
             width = int(h)
@@ -213,9 +224,9 @@ class VisuomotorModel(nn.Module):
         cond = self.text_embedding(instructions)
         state = (state.to(self.device, torch.float32) - self.state_center) / self.state_half_range
         points = self.points(trunks, cond)
-        x = torch.cat([points, state.flatten(1), self.lang(cond)], dim=1)
-        chunk = self.controller(x).view(x.shape[0], self.cfg.horizon, ACTION_DIM)
         geometry = self.aux_head(torch.cat([points, state[:, -1]], dim=1)) if self.cfg.aux_privileged else None
+        x = torch.cat([points, state.flatten(1), self.lang(cond)] + ([geometry] if self.cfg.geometry_input else []), dim=1)
+        chunk = self.controller(x).view(x.shape[0], self.cfg.horizon, ACTION_DIM)
         return chunk, geometry
 
     def predict_action_chunk(self, trunks: Mapping[str, torch.Tensor], instructions: list[str],
