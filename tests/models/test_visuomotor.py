@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vlabench.env import PRIVILEGED_DIM
+from vlabench.models.blocks.aux_geometry import AUX_FIELD_COLUMNS
 from vlabench.models.blocks.spatial_softmax import SpatialSoftmax
 from vlabench.models.visuomotor import VisuomotorConfig, VisuomotorModel, VisuomotorPolicy
 
@@ -39,6 +40,10 @@ def batch(model: VisuomotorModel, B: int = 4, seed: int = 0) -> dict:
     return out
 
 
+def _inputs(model: VisuomotorModel, b: dict) -> tuple:
+    return {cam: b[f"{cam}_features"][:, -1] for cam in model.cameras}, b["instruction"], b["state"]
+
+
 def test_spatial_softmax_points_at_the_hot_cell() -> None:
     maps = torch.full((1, 2, 5, 7), -50.0)
     maps[0, 0, 1, 6] = 50.0  # row 1 of 5, column 6 of 7
@@ -49,6 +54,26 @@ def test_spatial_softmax_points_at_the_hot_cell() -> None:
     torch.testing.assert_close(even, torch.zeros(1, 1, 2))
     with pytest.raises(ValueError, match=r"\(N, K, h, w\)"):
         SpatialSoftmax()(torch.zeros(4, 4))
+
+
+def test_geometry_offset_weight_counts_frames_where_the_target_is_away_from_the_hand() -> None:
+    from vlabench.contracts import privileged_slice
+    from vlabench.models.blocks.aux_geometry import aux_geometry_loss
+
+    priv = torch.zeros(2, 1, PRIVILEGED_DIM)
+    priv[1, 0, privileged_slice("target_minus_ee")] = torch.tensor([0.3, 0.4, 0.0])  # 50 cm away; frame 0: under it
+    center, half = torch.zeros(12), torch.ones(12)
+    wrong_near, wrong_far = torch.zeros(2, 12), torch.zeros(2, 12)
+    wrong_near[0, 0], wrong_far[1, 0] = 1.0, 1.0
+    for wrong in (wrong_near, wrong_far):  # both right about the offset: one unit wrong on one frame each
+        wrong[1, AUX_FIELD_COLUMNS["target_minus_ee"]] = priv[1, 0, privileged_slice("target_minus_ee")]
+    near = aux_geometry_loss(wrong_near, priv, center, half)[0]
+    assert aux_geometry_loss(wrong_far, priv, center, half)[0] == pytest.approx(float(near))  # unweighted: equal
+    # weighted 1 + 2 * 5 = 11 against 1, normalized to mean 1: the far frame's error counts 11 / 6, the near one 1 / 6
+    assert float(aux_geometry_loss(wrong_far, priv, center, half, 2.0)[0]) == pytest.approx(float(near) * 11 / 6)
+    assert float(aux_geometry_loss(wrong_near, priv, center, half, 2.0)[0]) == pytest.approx(float(near) / 6)
+    with pytest.raises(ValueError, match="geometry_offset_weight"):
+        tiny(geometry_offset_weight=-1.0)
 
 
 def test_config_validation() -> None:
@@ -102,8 +127,19 @@ def test_learns_a_batch_and_reports_geometry_error_in_cm() -> None:
     fed = VisuomotorModel(tiny(geometry_input=True), STATS)  # the geometry estimate is also the controller's input
     assert fed.controller[0].in_features == no_aux.controller[0].in_features + 12
     assert fed.compute_loss(b)[1]["aux_loss"] > 0
-    with pytest.raises(ValueError, match="geometry_input needs the geometry head"):
+    with pytest.raises(ValueError, match="need the geometry head"):
         tiny(geometry_input=True, aux_privileged=0.0)
+    front = VisuomotorModel(tiny(geometry_from_front=True), STATS)  # the head reads the front points only
+    assert front.aux_head[0].in_features == 2 * 4 + 8
+    b_wrist = {**b, "wrist_image_features": torch.zeros_like(b["wrist_image_features"])}
+    front.eval()
+    geo = front(*_inputs(front, b))[1]
+    torch.testing.assert_close(geo, front(*_inputs(front, b_wrist))[1])
+    raw = geo * front.aux_half_range + front.aux_center  # target - hand is the target estimate - the state's hand
+    cols = AUX_FIELD_COLUMNS
+    torch.testing.assert_close(raw[:, cols["target_minus_ee"]], raw[:, cols["target_pos"]] - b["state"][:, -1, :3])
+    moved = {**b, "state": b["state"] + 0.1}
+    torch.testing.assert_close(front(*_inputs(front, moved))[1][:, cols["target_pos"]], geo[:, cols["target_pos"]])
     with pytest.raises(ValueError, match=r"state must be \(B, 2, 8\)"):
         model.compute_loss({**b, "state": b["state"][:, :1]})
 

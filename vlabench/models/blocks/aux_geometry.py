@@ -8,7 +8,6 @@ alone learns last (Levine et al. 2016 pretrain their visuomotor policy's vision 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from vlabench.contracts import privileged_slice
 from vlabench.models.blocks.normalize import minmax_limits
@@ -16,6 +15,12 @@ from vlabench.models.blocks.normalize import minmax_limits
 AUX_FIELDS = ("target_pos", "goal_pos", "target_minus_ee", "goal_minus_target")
 """Privileged-state fields an auxiliary geometry head regresses."""
 AUX_INDEX = [i for f in AUX_FIELDS for i in range(privileged_slice(f).start, privileged_slice(f).stop)]
+AUX_FIELD_COLUMNS: dict[str, slice] = {}
+"""Where each field sits in a head's ``len(AUX_INDEX)`` outputs."""
+_start = 0
+for _f in AUX_FIELDS:
+    _n = privileged_slice(_f).stop - privileged_slice(_f).start
+    AUX_FIELD_COLUMNS[_f], _start = slice(_start, _start + _n), _start + _n
 
 
 def aux_limits(stats: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,16 +30,20 @@ def aux_limits(stats: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def aux_geometry_loss(pred: torch.Tensor, privileged: torch.Tensor, center: torch.Tensor,
-                      half_range: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+                      half_range: torch.Tensor, offset_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE between ``pred`` ``(B, len(AUX_INDEX))`` (normalized) and the current frame's geometry
     (``privileged`` ``(B, T, P)``, last frame), with ``aux_cm_<field>``: the RMS error in cm over the batch
-    and x, y, z of each field."""
+    and x, y, z of each field. ``offset_weight`` > 0 weights each frame by ``1 + offset_weight * d`` with d
+    the target's horizontal distance from the hand in units of 10 cm (weights normalized to mean 1)."""
     target = privileged[:, -1, AUX_INDEX].to(pred.device, torch.float32)
-    loss = F.mse_loss(pred, (target - center) / half_range)
+    per_frame = (pred - (target - center) / half_range).pow(2).mean(1)
+    if offset_weight:
+        d = target[:, AUX_FIELD_COLUMNS["target_minus_ee"]][:, :2].norm(dim=1) / 0.1
+        w = 1.0 + offset_weight * d
+        per_frame = per_frame * w / w.mean()
+    loss = per_frame.mean()
     err = (pred.detach() * half_range + center - target).pow(2)
-    metrics, start = {"aux_loss": float(loss.detach())}, 0
-    for field in AUX_FIELDS:
-        n = privileged_slice(field).stop - privileged_slice(field).start
-        metrics[f"aux_cm_{field}"] = 100 * float(err[:, start:start + n].mean().sqrt())
-        start += n
+    metrics = {"aux_loss": float(loss.detach())}
+    for field, cols in AUX_FIELD_COLUMNS.items():
+        metrics[f"aux_cm_{field}"] = 100 * float(err[:, cols].mean().sqrt())
     return loss, metrics

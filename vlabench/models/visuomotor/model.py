@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlabench.contracts import ACTION_DIM, STATE_DIM
-from vlabench.models.blocks.aux_geometry import AUX_INDEX, aux_geometry_loss, aux_limits
+from vlabench.models.blocks.aux_geometry import AUX_FIELD_COLUMNS, AUX_INDEX, aux_geometry_loss, aux_limits
 from vlabench.models.blocks.film_efficientnet import BACKBONES, FiLM, FilmEfficientNet
 from vlabench.models.blocks.normalize import minmax_limits
 from vlabench.models.blocks.spatial_softmax import SpatialSoftmax
@@ -89,6 +89,18 @@ class VisuomotorConfig(PresetConfig):
     """Random shift of the cached trunk maps in training, up to this many cells each way (0 = none)."""
     aux_privileged: float = 1.0
     """Weight of the auxiliary geometry loss (training only; 0 = behaviour cloning alone)."""
+    geometry_from_front: bool = False
+    """The geometry head reads the front camera's points only, not the wrist's and not the state; the
+    target-minus-hand offset is its target estimate minus the hand's position from the state. The front
+    camera is fixed and sees the whole table, so where the target and the goal are is one function of where
+    they appear in it, supervised on every frame. A head that also reads the state learns the shortcut
+    "the target is under the hand", true on nearly every demo frame, and locates the target 7-11 cm off
+    (RMS, held out) on the first frame, where the demos make their sideways move."""
+    geometry_offset_weight: float = 0.0
+    """Weight each frame's geometry loss by 1 + this x the target's horizontal distance from the hand (per
+    10 cm). The target is under the hand on nearly every demo frame, so an unweighted loss is met by
+    locating the hand; the frames where it is not (the first ones, where the demos move sideways) are
+    the ones the policy needs. 0 = unweighted."""
     geometry_input: bool = False
     """Feed the geometry head's estimate (where the target and the goal are, and their offsets from the
     hand) to the controller too: perception, then the state-MLP's kind of input. Needs ``aux_privileged``."""
@@ -107,8 +119,10 @@ class VisuomotorConfig(PresetConfig):
             raise ValueError(f"channels must be a positive multiple of 8, got {r.channels}")
         if not r.hidden or any(int(h) < 1 for h in r.hidden):
             raise ValueError(f"hidden must be a non-empty list of positive widths, got {r.hidden!r}")
-        if r.geometry_input and not r.aux_privileged:
-            raise ValueError("geometry_input needs the geometry head: set aux_privileged > 0")
+        if (r.geometry_input or r.geometry_from_front) and not r.aux_privileged:
+            raise ValueError("geometry_input and geometry_from_front need the geometry head: set aux_privileged > 0")
+        if r.geometry_offset_weight < 0:
+            raise ValueError(f"geometry_offset_weight must be >= 0, got {r.geometry_offset_weight}")
         if r.feature_shift < 0 or r.aux_privileged < 0:
             raise ValueError(f"feature_shift and aux_privileged must be >= 0, got {r.feature_shift}, {r.aux_privileged}")
 
@@ -168,7 +182,8 @@ class VisuomotorModel(nn.Module):
             center, half = aux_limits(stats)
             self.register_buffer("aux_center", center)
             self.register_buffer("aux_half_range", half)
-            self.aux_head = nn.Sequential(nn.Linear(point_dim + STATE_DIM, 256), nn.ReLU(), nn.Linear(256, len(AUX_INDEX)))
+            geo_dim = 2 * cfg.keypoints + cfg.channels if cfg.geometry_from_front else point_dim + STATE_DIM
+            self.aux_head = nn.Sequential(nn.Linear(geo_dim, 256), nn.ReLU(), nn.Linear(256, len(AUX_INDEX)))
 
     @property
     def device(self) -> torch.device:
@@ -224,10 +239,23 @@ class VisuomotorModel(nn.Module):
         cond = self.text_embedding(instructions)
         state = (state.to(self.device, torch.float32) - self.state_center) / self.state_half_range
         points = self.points(trunks, cond)
-        geometry = self.aux_head(torch.cat([points, state[:, -1]], dim=1)) if self.cfg.aux_privileged else None
+        geometry = None
+        if self.cfg.aux_privileged and self.cfg.geometry_from_front:  # the front camera's points come first
+            geometry = self.front_geometry(points[:, : 2 * self.cfg.keypoints + self.cfg.channels], state[:, -1])
+        elif self.cfg.aux_privileged:
+            geometry = self.aux_head(torch.cat([points, state[:, -1]], dim=1))
         x = torch.cat([points, state.flatten(1), self.lang(cond)] + ([geometry] if self.cfg.geometry_input else []), dim=1)
         chunk = self.controller(x).view(x.shape[0], self.cfg.horizon, ACTION_DIM)
         return chunk, geometry
+
+    def front_geometry(self, front_points: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """``geometry_from_front``: the head's estimate from the front points, with the target-minus-hand entries
+        replaced by (its target estimate - the hand's position); ``state`` is the normalized current state."""
+        raw = self.aux_head(front_points) * self.aux_half_range + self.aux_center
+        hand = state[:, :3] * self.state_half_range[:3] + self.state_center[:3]
+        t, d = AUX_FIELD_COLUMNS["target_pos"], AUX_FIELD_COLUMNS["target_minus_ee"]
+        raw = torch.cat([raw[:, : d.start], raw[:, t] - hand, raw[:, d.stop:]], dim=1)
+        return (raw - self.aux_center) / self.aux_half_range
 
     def predict_action_chunk(self, trunks: Mapping[str, torch.Tensor], instructions: list[str],
                              state: torch.Tensor) -> torch.Tensor:
@@ -249,7 +277,8 @@ class VisuomotorModel(nn.Module):
         loss = (err * keep).sum() / keep.sum().clamp(min=1.0)
         metrics = {"l1": float(loss.detach())}
         if geometry is not None:
-            aux, aux_metrics = aux_geometry_loss(geometry, batch["privileged"], self.aux_center, self.aux_half_range)
+            aux, aux_metrics = aux_geometry_loss(geometry, batch["privileged"], self.aux_center, self.aux_half_range,
+                                                 self.cfg.geometry_offset_weight)
             loss = loss + self.cfg.aux_privileged * aux
             metrics.update(aux_metrics)
         metrics["loss"] = float(loss.detach())
