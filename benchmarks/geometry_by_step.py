@@ -43,15 +43,15 @@ def main() -> None:
     ds = DemoDataset(args.data, **model.data_spec())
     sl = privileged_slice(args.field)
     col = AUX_INDEX.index(sl.start)
-    starts = np.concatenate([[0], np.cumsum([ep["length"] for ep in ds._episodes])])
-    print(f"{args.checkpoint}: {args.field}, {len(ds._episodes)} held-out episodes of {args.data}")
+    episodes = ds.episode_info()
+    print(f"{args.checkpoint}: {args.field}, {len(episodes)} held-out episodes of {args.data}")
     for name, steps in GROUPS:
         errors, truths = [], []
-        for e, ep in enumerate(ds._episodes):
+        for ep in episodes:
             for t in steps:
                 if t >= ep["length"]:
                     continue
-                s = ds[int(starts[e]) + t]
+                s = ds[ep["start"] + t]
                 with torch.no_grad():
                     trunks = {cam: s[f"{cam}_features"][None, -1] for cam in model.cameras}
                     _, geometry = model(trunks, [s["instruction"]], s["state"][None])

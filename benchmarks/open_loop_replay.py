@@ -38,17 +38,15 @@ def main() -> None:
     torch.set_num_threads(1)
     policy = PolicySpec.parse(args.policy, args.option).build("cpu")
     ds = DemoDataset(args.data, image_keys=("image", "wrist_image"))
-    starts = np.concatenate([[0], np.cumsum([ep["length"] for ep in ds._episodes])])
-    chosen = [i for i, ep in enumerate(ds._episodes) if ep["task"] == args.task][: args.episodes]
+    chosen = [ep for ep in ds.episode_info() if ep["task"] == args.task][: args.episodes]
     if not chosen:
         ap.error(f"no {args.task!r} episodes in {args.data}")
     policy.reset(1)
-    for i in chosen:
-        ep = ds._episodes[i]
+    for ep in chosen:
         print(f"{ep['task']}/{ep['split']} seed {ep['seed']}: {ep['instruction']!r}, {ep['length']} steps")
         errors = []
         for t in range(ep["length"]):
-            s = ds[int(starts[i]) + t]
+            s = ds[ep["start"] + t]
             obs = {"image": s["image"][-1].permute(1, 2, 0).numpy()[None],
                    "wrist_image": s["wrist_image"][-1].permute(1, 2, 0).numpy()[None],
                    "state": s["state"][-1].numpy()[None], "instruction": [s["instruction"]],

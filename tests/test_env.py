@@ -243,3 +243,53 @@ def test_async_vector_env_without_copy_gives_a_live_view_that_copies_to_a_tuple(
     assert list(view) == single[2:] and len(view) == 2 and view[1] == single[3]
     assert pickle.loads(pickle.dumps(view)) == tuple(single[2:])
     env.close()
+
+
+def test_a_driven_expert_follows_the_scene_and_restarts_when_its_plan_runs_out():
+    env = make_env("pick", terminate_on_success=False, **SMALL)
+    env.reset(seed=3)
+    first = env.expert_action(driven=True)
+    assert first[6] < 0 and np.abs(first[:2]).max() > 0.1  # approach, open, moving over to the target
+    target = env.scene.by_role("target").body
+    for _ in range(40):  # a "policy" that goes straight down where it starts, closes, and lifts
+        a = np.zeros(7, np.float32)
+        a[2], a[6] = -1.0, -1.0
+        env.step(a)
+    label = env.expert_action(driven=True)
+    assert label[6] < 0, "low and off the target: the label is still the approach, gripper open"
+    # Now let the expert do it all, as a policy would that copies it, and count the plan to its end.
+    env.reset(seed=3)
+    for _ in range(env.max_steps):
+        env.step(env.expert_action(driven=True))
+        if all(env.world.robot.touching(target := env.scene.by_role("target").body)):
+            break
+    assert env.world.robot.gripper_closed and all(env.world.robot.touching(target))
+    for _ in range(env.max_steps):  # ...and on to the end of its plan, where it holds still
+        env.step(env.expert_action(driven=True))
+        if env._expert.finished():
+            break
+    assert np.abs(env.expert_action()[:3]).max() < 0.2
+    drop = np.zeros(7, np.float32)
+    drop[6] = -1.0
+    for _ in range(15):  # the "policy" opens the hand: the target falls back to the table
+        env.step(drop)
+    env._succeeded = False  # ...and the task counts as undone: the plan starts over, back to the target
+    again = env.expert_action(driven=True)
+    assert np.abs(again[:3]).max() > 0.5 and again[6] < 0 and not env._expert.finished()
+    env.close()
+
+
+def test_a_driven_expert_skips_to_the_lift_when_the_policy_already_holds_the_target():
+    env = make_env("pick", terminate_on_success=False, **SMALL)
+    env.reset(seed=3)
+    for _ in range(env.max_steps):  # the expert, undriven, up to the moment it holds the target
+        a = env.expert_action()
+        env.step(a)
+        if env.world.robot.gripper_closed and all(env.world.robot.touching(env.scene.by_role("target").body)):
+            break
+    assert env.world.robot.gripper_closed
+    undriven = env.expert_action()  # its own count: still holding still while the grip settles
+    env._expert = None  # the same scene, labelled for a policy that closed the gripper itself
+    driven = env.expert_action(driven=True)
+    assert abs(undriven[2]) < 0.2 and driven[2] > 0.5 and driven[6] > 0  # driven: lift, gripper closed
+    env.close()

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "render": ("vlabench.cli", "RenderConfig", "run_render", "save what the front (and wrist) camera sees"),
     "suite show": ("vlabench.cli", "SuiteShowConfig", "run_suite_show", "print a suite's grid of cells and examples"),
     "collect": ("vlabench.data.collect", "CollectConfig", "run", "collect expert demos into HDF5 shards"),
+    "dagger": ("vlabench.eval.dagger", "DaggerConfig", "run", "one DAgger round: a policy drives, the expert labels"),
     "replay": ("vlabench.data.replay", "ReplayConfig", "run", "re-simulate a recorded episode, check it, write a video"),
     "export": ("vlabench.data.lerobot", "ExportConfig", "run", "export a dataset (LeRobotDataset v3.0)"),
     "data info": ("vlabench.data.info", "DataInfoConfig", "run", "episodes, frames, disk size and statistics"),

@@ -256,12 +256,20 @@ class TabletopEnv(gym.Env):
         self.world.close()
 
     # -- privileged access for experts, data collection and VQA --------------------------------
-    def expert_action(self, noise: float = 0.0) -> np.ndarray:
-        """The scripted oracle's next action for the current episode (privileged state)."""
+    def expert_action(self, noise: float = 0.0, driven: bool = False) -> np.ndarray:
+        """The scripted oracle's next action for the current episode (privileged state).
+
+        ``driven``: the arm is moved by a policy, not by these actions (DAgger labelling). The expert then
+        reads its progress off the scene where it can (``WaypointExpert.sync``) and, when its plan has run
+        out with the task undone, starts over from the current state instead of holding still."""
+        finished = getattr(self._expert, "finished", None)  # None too for an expert that cannot say
+        if driven and not self._succeeded and finished is not None and finished():
+            self._expert = None
         if self._expert is None:
             from vlabench.experts import make_expert
 
             self._expert = make_expert(self, noise=noise, rng=np.random.default_rng(self.seed_value + 1))
+            self._expert.follow_state = driven
         return self._expert.act()
 
     def object_poses(self) -> np.ndarray:

@@ -121,3 +121,4 @@ def test_dart_demos_label_the_expert_and_replay_what_ran(tmp_path):
         run(CollectConfig(suite=suite, episodes=1, out=tmp_path / "neg", perturb=-0.1))
     with pytest.raises(RuntimeError, match="failed all of the first 20 episodes"):
         run(CollectConfig(suite=suite, episodes=1, out=tmp_path / "hopeless", perturb=50.0))
+

@@ -35,6 +35,11 @@ def test_sample_contract(dataset_dir: Path, episodes: list[dict], synth) -> None
     assert "wrist_image" not in DemoDataset(dataset_dir, image_keys=("image",))[0]
     assert ds.manifest_hash and set(ds.stats) == {"action", "state"}
     assert ds.episode_keys() == sorted(ds.episode_keys())
+    info = ds.episode_info()
+    assert [(e["task"], e["split"], e["index"], e["seed"]) for e in info] == ds.episode_keys()
+    assert [e["start"] for e in info] == [_locate(ds, i, 0) for i in range(len(info))]
+    last = info[-1]
+    assert ds[last["start"] + last["length"] - 1]["instruction"] == last["instruction"] and last["start"] + last["length"] == len(ds)
 
 
 def test_windows_pad_at_both_edges(dataset_dir: Path, episodes: list[dict], synth) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from vlabench.models.diffusion import SPEC, DiffusionConfig, DiffusionModel, DiffusionPolicy
 from vlabench.models.blocks.unet1d import ConditionalUnet1D
-from vlabench.models.blocks.vision import ResNetKeypointEncoder, SpatialSoftmax, resnet18_trunk
+from vlabench.models.blocks.vision import KeypointPool, ResNetKeypointEncoder, resnet18_trunk
 
 TEXT = "hash:16"
 H = W = 32  # raw frame size in tests (the tiny preset resizes to 32 and crops 28)
@@ -116,8 +116,10 @@ def test_image_encoder_groupnorm_and_keypoints():
     assert norms and all(m.num_groups == m.num_channels // 16 for m in norms)
     enc = ResNetKeypointEncoder(feature_dim=8, num_keypoints=4, width=8)
     assert enc(torch.randn(2, 3, 28, 28)).shape == (2, 8)
-    kp = SpatialSoftmax(5, 3)(torch.randn(2, 5, 4, 6))
+    pool = KeypointPool(5, 3)
+    kp = pool(torch.randn(2, 5, 4, 6))
     assert kp.shape == (2, 6) and kp.abs().max() <= 1.0
+    assert sorted(n for n, _ in pool.named_parameters()) == ["keypoint_conv.bias", "keypoint_conv.weight"]
 
 
 def test_compute_loss_and_data_spec():

@@ -128,12 +128,13 @@ def _where(ep: Episode | None) -> str:
 class _Collection:
     """One run: hands episodes to the workers and reacts to results, exceptions, deaths and hangs."""
 
-    def __init__(self, cfg: CollectConfig, suite: Suite, env_kwargs: dict, target: int) -> None:
+    def __init__(self, cfg: CollectConfig, suite: Suite, env_kwargs: dict, target: int, driver=None) -> None:
         from vlabench.data.manifest import completed_keys
 
-        self.cfg, self.suite, self.env_kwargs, self.target = cfg, suite, env_kwargs, target
+        self.cfg, self.suite, self.env_kwargs, self.target, self.driver = cfg, suite, env_kwargs, target, driver
         done, (failed, self.failures) = completed_keys(cfg.out), _read_failures(cfg.out)
-        self.successes = len(done)
+        self.successes = len(done)  # episodes stored (only successful ones unless a policy drives)
+        self.driven, self.driven_successes = 0, 0
         self.skipped = len(failed) - self.failures
         self.todo = (e for e in episode_stream(suite) if e.key not in done and e.key not in failed)
         self.retry: deque[Episode] = deque()
@@ -148,7 +149,7 @@ class _Collection:
 
         self.bar = tqdm(total=self.target, initial=min(self.successes, self.target), desc="collect", unit="ep")
         args = (self.cfg.workers, self.cfg.out, self.cfg.episodes_per_shard, self.cfg.noise, self.cfg.perturb,
-                self.suite.name, self.env_kwargs, os.getpid(), read_fault())
+                self.suite.name, self.env_kwargs, os.getpid(), read_fault(), self.driver)
         ctx = mp.get_context("spawn")  # never fork: the parent may hold threads and HDF5 handles
         for i in range(self.cfg.workers):
             self.workers.append(WorkerHandle(ctx, i, args))
@@ -202,7 +203,10 @@ class _Collection:
         kind, ep = msg[0], w.episode
         w.episode = None
         if kind == "done":
-            _, _, ok, steps = msg
+            _, _, ok, steps, success = msg
+            if self.driver is not None:
+                self.driven += 1
+                self.driven_successes += success
             if ok:
                 self.successes += 1
                 self.bar.update(1)
@@ -214,7 +218,10 @@ class _Collection:
                         f"the expert failed all of the first {self.failures} episodes (the last: {_where(ep)}); "
                         f"with noise={self.cfg.noise} and perturb={self.cfg.perturb} it cannot solve these "
                         "tasks, so collection stopped (lower --noise / --perturb)")
-            self.bar.set_postfix(expert_success=f"{self.successes / max(self.successes + self.failures, 1):.1%}")
+            if self.driver is not None:
+                self.bar.set_postfix(policy_success=f"{self.driven_successes / self.driven:.1%}")
+            else:
+                self.bar.set_postfix(expert_success=f"{self.successes / max(self.successes + self.failures, 1):.1%}")
         elif kind == "error":
             self.error = self.error or f"{_where(ep)} raised in worker {w.slot}: {msg[2]}"
         else:  # "fatal": the worker could not go on (its shard writer failed, say)
@@ -282,8 +289,12 @@ def _validated_env_kwargs(cfg: CollectConfig, suite: Suite) -> dict:
     return env_kwargs
 
 
-def run(cfg: CollectConfig) -> dict:
+def run(cfg: CollectConfig, driver=None) -> dict:
     """Collect until the dataset holds ``cfg.episodes`` successful episodes; returns the summary.
+
+    ``driver``: a picklable factory of a DAgger driver (vlabench.eval.dagger, `vlabench dagger`): it then
+    chooses the executed actions, every driven episode is stored, and the summary adds ``driver.describe()``
+    and the policy's success rate.
 
     Raises ValueError for bad options (before anything starts), vlabench.fileio.FolderBusyError when
     another run owns ``cfg.out``, RuntimeError when the run had to stop (one line, naming the
@@ -305,7 +316,7 @@ def run(cfg: CollectConfig) -> dict:
     env_kwargs = _validated_env_kwargs(cfg, suite)
     target = cfg.episodes or len(suite.episodes)
     with exclusive_folder(cfg.out, f"vlabench collect --suite {cfg.suite} --out {cfg.out}"):
-        return _collect(cfg, suite, env_kwargs, target)
+        return _collect(cfg, suite, env_kwargs, target, driver)
 
 
 def _check_same_noise(cfg: CollectConfig) -> None:
@@ -342,13 +353,13 @@ def _stored_noise(out: Path) -> tuple[dict[str, float], Path | None]:
     return {}, None
 
 
-def _collect(cfg: CollectConfig, suite: Suite, env_kwargs: dict, target: int) -> dict:
+def _collect(cfg: CollectConfig, suite: Suite, env_kwargs: dict, target: int, driver) -> dict:
     from vlabench.data.manifest import load_manifest
     from vlabench.data.stats import ensure_stats
 
     col = None
     try:
-        col = _Collection(cfg, suite, env_kwargs, target)
+        col = _Collection(cfg, suite, env_kwargs, target, driver)
         col.start()
         col.run()
         col.kill_all()
@@ -368,10 +379,13 @@ def _collect(cfg: CollectConfig, suite: Suite, env_kwargs: dict, target: int) ->
                "episodes": manifest["n_episodes"], "frames": manifest["n_frames"], "expert_failures": col.failures,
                "expert_success_rate": col.successes / max(col.successes + col.failures, 1),
                "env_kwargs": env_kwargs, "noise": cfg.noise, "perturb": cfg.perturb, "worker_deaths": col.deaths,
+               **({**driver.describe(), "policy_episodes": col.driven,
+                   "policy_success_rate": col.driven_successes / max(col.driven, 1)} if driver is not None else {}),
                "skipped_after_worker_deaths": col.skipped,
                "dataset_hash": manifest["hash"]}
     write_json_atomic(cfg.out / SUMMARY, summary)
-    print(f"{cfg.out}: {summary['episodes']} episodes, {summary['frames']} frames; expert success "
-          f"{summary['expert_success_rate']:.1%} ({col.failures} failures kept out)"
+    rate = (f"{col.driven} episodes driven by {summary['policy']}, which succeeded in "
+            f"{summary['policy_success_rate']:.1%}" if driver is not None else f"expert success {summary['expert_success_rate']:.1%} ({col.failures} failures kept out)")
+    print(f"{cfg.out}: {summary['episodes']} episodes, {summary['frames']} frames; {rate}"
           + (f"; {col.skipped} episodes skipped after killing their worker (see {FAILURES})" if col.skipped else ""))
     return summary

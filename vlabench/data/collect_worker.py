@@ -2,9 +2,10 @@
 
 Protocol (a duplex Pipe per worker; only the parent talks to it)::
 
-    parent -> worker   ("episode", Episode)        run the expert on it; store it if it succeeds
+    parent -> worker   ("episode", Episode)        run the expert (or the DAgger policy) on it; store it if
+                                                   it succeeds (a policy-driven episode always)
                        ("close",)                  pack pending episodes into shards, reply, exit
-    worker -> parent   ("done", Episode, success: bool, steps: int)
+    worker -> parent   ("done", Episode, stored: bool, steps: int, success: bool)
                        ("error", Episode, "ExcType: message")   the env or expert raised; worker lives on
                        ("fatal", None, "ExcType: message")      the worker cannot go on (then exits)
                        ("closed",)
@@ -71,39 +72,47 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def rollout(env, ep: Episode, noise: float, suite_name: str, env_kwargs: dict, perturb: float = 0.0) -> dict:
+def rollout(env, ep: Episode, noise: float, suite_name: str, env_kwargs: dict, perturb: float = 0.0,
+            driver=None) -> dict:
     """Run the expert on one episode; returns the Episode record of contracts (success in attrs).
 
     ``noise`` is added to the expert's action and recorded with it; ``perturb`` is added only to the action
     the env executes (:class:`~vlabench.experts.base.Perturbation`, DART), while the recorded label stays
-    the expert's. Both are reproducible per seed."""
+    the expert's. A ``driver`` (DAgger, vlabench.eval.dagger.PolicyDriver: ``start(ep)`` and
+    ``driver(ep, obs, privileged, expert_action) -> executed action``) chooses the executed action instead,
+    while the expert's is still recorded (``env.expert_action(driven=True)``: the expert follows the scene
+    the policy leaves). All are reproducible per seed."""
     from vlabench.experts.base import Perturbation
 
     obs, info = env.reset(seed=ep.seed)
     images, wrists, states, actions, executed_actions, poses, privileged = [], [], [], [], [], [], []
     success, perturbation = False, Perturbation(perturb, ep.seed)
+    if driver is not None:
+        driver.start(ep)
     for _ in range(env.max_steps):
-        action = env.expert_action(noise)
+        action = env.expert_action(noise, driven=driver is not None)
         images.append(obs["image"]), wrists.append(obs["wrist_image"]), states.append(obs["state"])
         poses.append(env.object_poses())
         privileged.append(env.privileged_state())
         actions.append(action)
-        executed = perturbation(action)
+        executed = perturbation(action) if driver is None else driver(ep, obs, privileged[-1], action)
         executed_actions.append(executed)
         obs, _, terminated, truncated, info = env.step(executed)
         success |= info["success"]
         if terminated or truncated:
             break
+    relabelled = perturb > 0 or driver is not None
     return {
         "obs": {"image": np.stack(images), "wrist_image": np.stack(wrists), "state": np.stack(states),
                 "privileged": np.stack(privileged)},
         "actions": np.stack(actions).astype(np.float32),
         "sim": {"object_poses": np.stack(poses),
-                **({"executed_actions": np.stack(executed_actions).astype(np.float32)} if perturb > 0 else {})},
+                **({"executed_actions": np.stack(executed_actions).astype(np.float32)} if relabelled else {})},
         "attrs": {"instruction": info["instruction"], "task": ep.task, "split": ep.split, "index": ep.index,
                   "seed": ep.seed, "suite": suite_name, "success": bool(success), "n_steps": len(actions),
                   "env_kwargs": json.dumps(env_kwargs, sort_keys=True), "expert_noise": float(noise),
-                  "expert_perturb": float(perturb)},
+                  "expert_perturb": float(perturb),
+                  **({"driver": driver.name, "expert_mix": driver.expert_mix} if driver is not None else {})},
     }
 
 
@@ -119,8 +128,9 @@ def _inject(fault: tuple[str, int] | None, ep: Episode) -> None:
 
 def worker_main(conn: Connection, slot: int, n_workers: int, out: Path, episodes_per_shard: int, noise: float,
                 perturb: float, suite_name: str, env_kwargs: dict, parent_pid: int,
-                fault: tuple[str, int] | None) -> None:
-    """Entry point of a worker process (see the module docstring for the protocol)."""
+                fault: tuple[str, int] | None, make_driver=None) -> None:
+    """Entry point of a worker process (see the module docstring for the protocol). ``make_driver``: a
+    picklable factory of the DAgger driver (see :func:`rollout`), or None for expert demos."""
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -130,6 +140,7 @@ def worker_main(conn: Connection, slot: int, n_workers: int, out: Path, episodes
         from vlabench.env import make_env
 
         writer = ShardWriter(out, shard_index=slot, episodes_per_shard=episodes_per_shard, index_stride=n_workers)
+        driver = make_driver() if make_driver is not None else None
         while True:
             try:
                 msg = conn.recv()
@@ -144,8 +155,10 @@ def worker_main(conn: Connection, slot: int, n_workers: int, out: Path, episodes
                 _inject(fault, ep)
                 if (ep.task, ep.split) not in envs:
                     envs[(ep.task, ep.split)] = make_env(ep.task, ep.split, **env_kwargs)
-                record = rollout(envs[(ep.task, ep.split)], ep, noise, suite_name, env_kwargs, perturb)
-                if record["attrs"]["success"]:
+                record = rollout(envs[(ep.task, ep.split)], ep, noise, suite_name, env_kwargs, perturb, driver)
+                success = record["attrs"]["success"]
+                stored = success or driver is not None  # a driven episode's failures are what DAgger is for
+                if stored:
                     writer.write(record)
             except Exception as e:  # noqa: BLE001 (any failure of one episode is reported, not fatal)
                 env = envs.pop((ep.task, ep.split), None)  # never reuse an env in an unknown state
@@ -153,7 +166,7 @@ def worker_main(conn: Connection, slot: int, n_workers: int, out: Path, episodes
                     env.close()
                 conn.send(("error", ep, one_line(e)))
                 continue
-            conn.send(("done", ep, record["attrs"]["success"], record["attrs"]["n_steps"]))
+            conn.send(("done", ep, stored, record["attrs"]["n_steps"], success))
     except Exception as e:  # noqa: BLE001 (the writer or the pipe failed: say why, no traceback)
         try:
             conn.send(("fatal", None, one_line(e)))

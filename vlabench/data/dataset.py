@@ -160,6 +160,13 @@ class DemoDataset(Dataset):
     def episode_lengths(self) -> list[int]:
         return [ep["length"] for ep in self._episodes]
 
+    def episode_info(self) -> list[dict]:
+        """task, split, index, seed, instruction, length and start (the sample index of its first frame) of
+        each episode, in sample order: episode i's frame t is sample ``info[i]["start"] + t``."""
+        starts = np.concatenate([[0], self._ends[:-1]]).astype(int)
+        return [{**{k: ep[k] for k in ("task", "split", "index", "seed", "instruction", "length")}, "start": int(s)}
+                for ep, s in zip(self._episodes, starts)]
+
     def env_kwargs(self) -> dict:
         """The env options the demos were recorded with (those of the first episode; a dataset comes from
         one suite), e.g. ``{"image_size": 96, "front_fov": 35.0}``; {} for demos that do not record them."""

@@ -26,7 +26,8 @@ Inside every .h5 file (robomimic's layout; robomimic 0.3's SequenceDataset opens
                                               in demos collected since it exists
         actions          (T,7) float32        (obs_t is the observation before actions_t)
         sim/object_poses (T,K,7) float32      (xyz + quat xyzw per scene object)
-        sim/executed_actions (T,7) float32    only in DART demos (collect --perturb): what the env ran;
+        sim/executed_actions (T,7) float32    only in DART and DAgger episodes (collect --perturb,
+                                              --policy): what the env ran;
                                               ``actions`` holds the expert's labels
         rewards          (T,) float32         robomimic's sparse reward: success, at the last step
         dones            (T,) int64           1 at the last step

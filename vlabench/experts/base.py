@@ -124,6 +124,18 @@ class WaypointExpert:
         """Waypoints for the current state. Called every step, so targets track moving objects."""
         raise NotImplementedError
 
+    follow_state = False
+    """Set when a policy, not this expert, moves the arm (DAgger labelling, ``env.expert_action(driven=True)``):
+    ``act`` then first calls :meth:`sync`, so the stage says what the scene shows rather than how far this
+    expert's own moves got."""
+
+    def sync(self) -> None:
+        """Move ``stage`` to where the scene is (a subclass hook; the base trusts its own count)."""
+
+    def finished(self) -> bool:
+        """Whether the whole plan has been run: the expert then holds its last waypoint, whatever the scene."""
+        return self.stage >= len(self.plan())
+
     def obj_pose(self, obj) -> tuple[np.ndarray, float]:
         pos, orn = p.getBasePositionAndOrientation(obj.body, physicsClientId=self.env.world.client)
         return np.asarray(pos), float(p.getEulerFromQuaternion(orn)[2])
@@ -131,6 +143,8 @@ class WaypointExpert:
     def act(self) -> np.ndarray:
         """The next 7-D action."""
         robot = self.env.world.robot
+        if self.follow_state:
+            self.sync()
         plan = self.plan()
         if self.stage >= len(plan):
             wp = plan[-1]

@@ -47,6 +47,23 @@ class PickExpert(WaypointExpert):
             self._lost = 0
         return super().act()
 
+    def sync(self) -> None:
+        """Under a policy: a target already held (both fingers on it, gripper closed) skips to the lift, and a
+        hand already lined up over it, between the approach height and the grasp, skips to the descent.
+        Without this the labels would say "open" while the policy carries the object, or "go up" while it
+        descends in line."""
+        if self.stage > CLOSE_STAGE:
+            return
+        robot, target = self.env.world.robot, self.env.scene.by_role("target")
+        if robot.gripper_closed and all(robot.touching(target.body)):
+            self.stage, self.held_for = CLOSE_STAGE + 1, 0
+            return
+        if self.stage == 0 and hasattr(self, "_grasp"):
+            grasp = self._grasp[0]
+            hand = robot.target_pos
+            if np.linalg.norm(hand[:2] - grasp[:2]) < 0.015 and grasp[2] <= hand[2] <= grasp[2] + APPROACH + 0.015:
+                self.stage, self.held_for = 1, 0
+
     def choose_grasp(self) -> tuple[np.ndarray, float]:
         """Grasp point (world xyz) and hand yaw for the target's current pose and the current attempt."""
         target = self.env.scene.by_role("target")

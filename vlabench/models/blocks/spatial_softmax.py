@@ -13,17 +13,21 @@ from torch import nn
 
 
 class SpatialSoftmax(nn.Module):
-    """``(N, K, h, w)`` maps -> ``(N, K, 2)`` expected (x, y) in [-1, 1] (cell centres; x along w)."""
+    """``(N, K, h, w)`` maps -> ``(N, K, 2)`` expected (x, y) in [-1, 1] (cell centres; x along w).
 
-    def __init__(self) -> None:
+    ``learn_temperature``: a learned softmax temperature (starting at 1); False keeps it at 1, with no
+    parameter (the Diffusion Policy encoder's keypoints, whose 1x1 conv can scale the logits itself)."""
+
+    def __init__(self, learn_temperature: bool = True) -> None:
         super().__init__()
-        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.log_temperature = nn.Parameter(torch.zeros(())) if learn_temperature else None
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         if maps.ndim != 4:
             raise ValueError(f"maps must be (N, K, h, w), got {tuple(maps.shape)}")
         n, k, h, w = maps.shape
-        attn = (maps.flatten(2) / self.log_temperature.exp()).softmax(-1).view(n, k, h, w)
+        logits = maps.flatten(2) if self.log_temperature is None else maps.flatten(2) / self.log_temperature.exp()
+        attn = logits.softmax(-1).view(n, k, h, w)
         xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=attn.dtype) if w > 1 else attn.new_zeros(1)
         ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=attn.dtype) if h > 1 else attn.new_zeros(1)
         return torch.stack([(attn.sum(2) * xs).sum(-1), (attn.sum(3) * ys).sum(-1)], dim=-1)

@@ -5,7 +5,7 @@ This follows the robomimic / Diffusion Policy observation encoder (Chi et al. 20
 * ResNet-18 trained from scratch, every BatchNorm replaced by GroupNorm with ``channels // 16``
   groups. BatchNorm misbehaves with EMA weights and small per-GPU batches
   (real-stanford/diffusion_policy#103, #151), GroupNorm has no running statistics to go stale.
-* The global average pool and classifier are dropped; a :class:`SpatialSoftmax` turns the last
+* The global average pool and classifier are dropped; a :class:`KeypointPool` turns the last
   feature map into ``K`` keypoints (expected x, y of a softmax heat map each), which keeps *where*
   things are, the information a manipulation policy needs and average pooling throws away.
 * A linear layer maps the ``2K`` keypoint coordinates to ``feature_dim``.
@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
+
+from vlabench.models.blocks.spatial_softmax import SpatialSoftmax
 
 RESNET18_WIDTH = 64
 
@@ -69,11 +70,11 @@ def resnet18_trunk(width: int = RESNET18_WIDTH) -> nn.Sequential:
     return nn.Sequential(OrderedDict((name, m) for name, m in net.named_children() if name not in ("avgpool", "fc")))
 
 
-class SpatialSoftmax(nn.Module):
+class KeypointPool(nn.Module):
     """Feature map ``(B, C, h, w)`` -> keypoints ``(B, 2K)`` (x0, y0, x1, y1, ...; coordinates in [-1, 1]).
 
-    A learned 1x1 conv makes ``K`` heat maps; each is softmaxed over the ``h*w`` positions and the
-    expected (x, y) under that distribution is its keypoint (Levine et al. 2016; robomimic).
+    A learned 1x1 conv makes ``K`` heat maps and a :class:`SpatialSoftmax` turns each into the expected
+    (x, y) under its softmax (Levine et al. 2016; robomimic).
     """
 
     def __init__(self, in_channels: int, num_keypoints: int) -> None:
@@ -82,18 +83,10 @@ class SpatialSoftmax(nn.Module):
             raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
         self.num_keypoints = num_keypoints
         self.keypoint_conv = nn.Conv2d(in_channels, num_keypoints, kernel_size=1)
+        self.softmax = SpatialSoftmax(learn_temperature=False)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = feat.shape
-        logits = self.keypoint_conv(feat).flatten(2)  # (B, K, h*w)
-        attn = F.softmax(logits, dim=-1)
-        # Coordinates are rebuilt per call (cheap) so any input resolution works without buffers.
-        ys = torch.linspace(-1.0, 1.0, h, device=feat.device, dtype=attn.dtype)
-        xs = torch.linspace(-1.0, 1.0, w, device=feat.device, dtype=attn.dtype)
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-        ex = (attn * grid_x.reshape(1, 1, -1)).sum(-1)
-        ey = (attn * grid_y.reshape(1, 1, -1)).sum(-1)
-        return torch.stack([ex, ey], dim=-1).reshape(b, 2 * self.num_keypoints)
+        return self.softmax(self.keypoint_conv(feat)).flatten(1)
 
 
 class ResNetKeypointEncoder(nn.Module):
@@ -102,7 +95,7 @@ class ResNetKeypointEncoder(nn.Module):
     def __init__(self, feature_dim: int = 64, num_keypoints: int = 32, width: int = RESNET18_WIDTH) -> None:
         super().__init__()
         self.trunk = resnet18_trunk(width)
-        self.pool = SpatialSoftmax(8 * width, num_keypoints)
+        self.pool = KeypointPool(8 * width, num_keypoints)
         self.proj = nn.Linear(2 * num_keypoints, feature_dim)
         self.feature_dim = feature_dim
 

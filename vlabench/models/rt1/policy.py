@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from vlabench.contracts import SlotMemory
+from vlabench.models.blocks.camera_input import camera_frames
 from vlabench.models.blocks.chunking import ensemble_step
 from vlabench.models.checkpoint import CheckpointPolicy
 from vlabench.models.rt1.model import RT1Model
@@ -47,12 +48,7 @@ class RT1Policy(CheckpointPolicy):
         cond = m.text_embedding(list(obs_batch["instruction"]))
         per_camera = []
         for cam in m.cameras:
-            if cam not in obs_batch:
-                raise KeyError(f"this RT-1 model reads obs_batch[{cam!r}]")
-            images = torch.as_tensor(np.asarray(obs_batch[cam]))
-            if images.ndim != 4 or images.shape[-1] != 3:
-                raise ValueError(f"obs_batch[{cam!r}] must be (n, H, W, 3) uint8, got {tuple(images.shape)}")
-            frames = images.permute(0, 3, 1, 2)[:, None]  # (n, 1, 3, H, W)
+            frames = camera_frames(obs_batch, cam, "RT-1")[:, None]  # (n, 1, 3, H, W)
             per_camera.append(m.camera_tokens(frames, cond))
         tokens = m.join_cameras(per_camera)[:, 0]  # (n, S, d)
         if m.cfg.use_state:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from vlabench.contracts import SlotMemory
+from vlabench.models.blocks.camera_input import camera_frames
 from vlabench.models.blocks.chunking import ensemble_step
 from vlabench.models.checkpoint import CheckpointPolicy
 from vlabench.models.visuomotor.model import VisuomotorModel
@@ -37,12 +38,7 @@ class VisuomotorPolicy(CheckpointPolicy):
         m = self.model
         maps = {}
         for cam in m.cameras:
-            if cam not in obs_batch:
-                raise KeyError(f"this visuomotor model reads obs_batch[{cam!r}]")
-            images = torch.as_tensor(np.asarray(obs_batch[cam]))
-            if images.ndim != 4 or images.shape[-1] != 3:
-                raise ValueError(f"obs_batch[{cam!r}] must be (n, H, W, 3) uint8, got {tuple(images.shape)}")
-            maps[cam] = m.encode_frames(images.permute(0, 3, 1, 2))
+            maps[cam] = m.encode_frames(camera_frames(obs_batch, cam, "visuomotor"))
         if "state" not in obs_batch:
             raise KeyError("the visuomotor policy needs obs_batch['state'] (proprioception)")
         state = torch.as_tensor(np.asarray(obs_batch["state"], np.float32))
