@@ -17,31 +17,12 @@ from vlabench.data.manifest import load_manifest, manifest_episodes
 from vlabench.data.replay import ReplayConfig, replay
 from vlabench.tasks import TASKS
 
-SUITE = """
-name = "test-train"
-kind = "train"
-seed_range = [0, 500]
-episodes_per_cell = 1
-[env]
-image_size = 32
-wrist_size = 24
-{cells}
-"""
-
-
-def _suite(tmp_path: Path, tasks) -> Path:
-    cells = "\n".join(f'[[cells]]\ntask = "{t}"\nsplits = ["seen"]' for t in tasks)
-    path = tmp_path / "train.toml"
-    path.write_text(SUITE.format(cells=cells))
-    return path
-
-
 def _keys(root):
     return [(e["task"], e["split"], e["index"], e["seed"]) for e in manifest_episodes(load_manifest(root))]
 
 
-def test_kill_and_resume_gives_exact_count(tmp_path):
-    suite, out = _suite(tmp_path, ["pick", "push"]), tmp_path / "demos"
+def test_kill_and_resume_gives_exact_count(tmp_path, train_suite):
+    suite, out = train_suite(["pick", "push"]), tmp_path / "demos"
     cmd = [sys.executable, "-m", "vlabench.cli", "collect", "--suite", str(suite), "--episodes", "10",
            "--workers", "2", "--out", str(out), "--episodes-per-shard", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -76,8 +57,8 @@ def test_collect_refuses_eval_suites(tmp_path):
 TRAINABLE = [name for name, task in TASKS.items() if "seen" in task.splits]
 
 
-def test_replay_reproduces_every_task(tmp_path):
-    suite, out = _suite(tmp_path, TRAINABLE), tmp_path / "demos"
+def test_replay_reproduces_every_task(tmp_path, train_suite):
+    suite, out = train_suite(TRAINABLE), tmp_path / "demos"
     # Two per task, so one unlucky expert failure cannot leave a task out.
     n = run(CollectConfig(suite=suite, episodes=2 * len(TRAINABLE), workers=1, out=out))["episodes"]
     tasks_seen = set()
@@ -93,8 +74,8 @@ def test_replay_reproduces_every_task(tmp_path):
         replay(ReplayConfig(data=out, episode=99))
 
 
-def test_dart_demos_label_the_expert_and_replay_what_ran(tmp_path):
-    suite = _suite(tmp_path, ["pick"])
+def test_dart_demos_label_the_expert_and_replay_what_ran(tmp_path, train_suite):
+    suite = train_suite(["pick"])
     clean = run(CollectConfig(suite=suite, episodes=2, workers=1, out=tmp_path / "clean"))
     dart = run(CollectConfig(suite=suite, episodes=2, workers=1, out=tmp_path / "dart", perturb=0.3))
     assert clean["perturb"] == 0 and dart["perturb"] == 0.3 and dart["episodes"] == 2

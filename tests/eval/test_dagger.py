@@ -1,7 +1,5 @@
 """vlabench dagger: a policy drives collection, the expert labels, every driven episode is stored."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,28 +9,8 @@ from vlabench.data.replay import ReplayConfig, replay
 from vlabench.eval.dagger import DaggerConfig
 from vlabench.eval.dagger import run as dagger
 
-SUITE = """
-name = "test-train"
-kind = "train"
-seed_range = [0, 500]
-episodes_per_cell = 1
-[env]
-image_size = 32
-wrist_size = 24
-[[cells]]
-task = "pick"
-splits = ["seen"]
-"""
-
-
-def _suite(tmp_path: Path, _tasks) -> Path:
-    path = tmp_path / "train.toml"
-    path.write_text(SUITE)
-    return path
-
-
-def test_dagger_round_stores_the_policy_states_with_expert_labels(tmp_path):
-    suite, demos, out = _suite(tmp_path, ["pick"]), tmp_path / "demos", tmp_path / "round1"
+def test_dagger_round_stores_the_policy_states_with_expert_labels(tmp_path, train_suite):
+    suite, demos, out = train_suite(["pick"]), tmp_path / "demos", tmp_path / "round1"
     run(CollectConfig(suite=suite, episodes=2, workers=1, out=demos))
     from vlabench.data.shards import read_episode
 

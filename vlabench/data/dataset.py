@@ -12,6 +12,9 @@ Sample i is frame t of some episode (every frame of every selected episode is on
     goal_image    uint8   (3, H, W)         frame t+goal_offset clamped to the last frame
                                             (only when goal_offset is set)
     privileged    float32 (n_obs, P)        the privileged low-dim state (only with privileged=True)
+    front_pixels  float32 (n_obs, 2, 2)     where the target and the goal position of ``privileged`` appear
+                                            in the front frame, (u, v) / image size, u right, v down
+                                            (only with front_pixels=True; a training label for heatmaps)
     <stream>_features  float16 (n_obs, ...)  a frozen encoder's cached output for frames t-n_obs+1 .. t
                                             (only for the streams named in ``features``; vlabench.data.features)
 
@@ -52,6 +55,7 @@ from vlabench.data.manifest import (
     manifest_episodes,
 )
 from vlabench.data.stats import ensure_stats
+from vlabench.contracts import privileged_slice
 from vlabench.fileio import atomic_path
 
 IMAGE_KEYS = ("image", "wrist_image")
@@ -68,6 +72,8 @@ class DemoDataset(Dataset):
     image_keys: which camera streams to return (subset of "image", "wrist_image").
     verify: re-hash every shard against its recorded checksum first (see manifest.verify_dataset).
     privileged: also return ``obs/privileged`` (read once, like states); KeyError for demos without it.
+    front_pixels: also return the front-image projection of the privileged target and goal positions
+        (needs ``privileged``; the camera's field of view is the one the demos recorded).
     features: {stream: FrameEncoder}: serve ``<stream>_features`` from a cache built on first use
         (vlabench.data.features); the encoders are used only while building and are not kept.
     """
@@ -75,7 +81,7 @@ class DemoDataset(Dataset):
     def __init__(self, root: Path | str, n_obs: int = 1, horizon: int = 1, goal_offset: int | None = None,
                  episodes: Sequence[int] | None = None, cache: bool = False, skip_bad: bool = False,
                  image_keys: Sequence[str] = IMAGE_KEYS, verify: bool = False, privileged: bool = False,
-                 features: Mapping[str, FrameEncoder] | None = None):
+                 features: Mapping[str, FrameEncoder] | None = None, front_pixels: bool = False):
         if n_obs < 1 or horizon < 1 or (goal_offset is not None and goal_offset < 0):
             raise ValueError(f"need n_obs >= 1, horizon >= 1, goal_offset None or >= 0; got "
                              f"{n_obs}, {horizon}, {goal_offset}")
@@ -86,6 +92,8 @@ class DemoDataset(Dataset):
         self.n_obs, self.horizon, self.goal_offset = n_obs, horizon, goal_offset
         self.image_keys = tuple(image_keys)
         self.privileged = bool(privileged)
+        if front_pixels and not privileged:
+            raise ValueError("front_pixels projects the privileged positions: it needs privileged=True")
         self._read_keys = tuple(dict.fromkeys(self.image_keys + (("image",) if goal_offset is not None else ())))
         manifest = load_manifest(self.root, skip_bad=skip_bad, verify=verify)
         all_eps = manifest_episodes(manifest)
@@ -107,6 +115,15 @@ class DemoDataset(Dataset):
         if not self._episodes:
             raise ValueError(f"no readable episodes selected in {self.root}")
         self._ends = np.cumsum([ep["length"] for ep in self._episodes])
+        self.front_pixels = bool(front_pixels)
+        if front_pixels:
+            from vlabench.sim import camera  # only for this label: reading demos needs no pybullet otherwise
+
+            fov = float(self.env_kwargs().get("front_fov", camera.FRONT_FOV))
+            for ep in self._episodes:
+                points = ep["privileged"][:, np.r_[privileged_slice("target_pos"), privileged_slice("goal_pos")]]
+                uv = camera.project_to_front(points.reshape(-1, 3), 1, fov)
+                ep["front_pixels"] = uv.reshape(-1, 2, 2).astype(np.float32)
         self.cache = cache
         if cache:
             self._build_cache()
@@ -204,6 +221,8 @@ class DemoDataset(Dataset):
         sample["state"] = torch.from_numpy(ep["state"][obs_idx])
         if self.privileged:
             sample["privileged"] = torch.from_numpy(ep["privileged"][obs_idx])
+        if self.front_pixels:
+            sample["front_pixels"] = torch.from_numpy(ep["front_pixels"][obs_idx])
         sample["action"] = torch.from_numpy(ep["actions"][np.minimum(act_idx, last)])
         sample["action_is_pad"] = torch.from_numpy(act_idx > last)
         sample["instruction"] = ep["instruction"]

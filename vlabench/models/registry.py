@@ -18,6 +18,7 @@ MODULES = {
     "goal-diffusion": "vlabench.models.goal_image",
     "state-mlp": "vlabench.models.state_mlp",
     "visuomotor": "vlabench.models.visuomotor",
+    "localizer": "vlabench.models.localizer",
 }
 
 
