@@ -1,7 +1,8 @@
 """Training samples/s and peak memory per policy: short real ``vlabench train`` runs on collected demos.
 
     python benchmarks/train_throughput.py [--recipes rt1_small,diffusion_small] [--steps 40] [--episodes 10]
-        [--suite envs/cpu_pick_train.toml] [--data DIR] [--device cpu] [--threads N] [--out FILE.md] [--json FILE.json]
+        [--suite envs/cpu_pick_train.toml] [--data DIR] [--device cpu] [--threads N] [--recipe-arg RECIPE:ARG ...]
+        [--out FILE.md] [--json FILE.json]
 
 Collects ``--episodes`` expert demos with ``vlabench collect`` (unless ``--data`` names a dataset), then
 runs ``vlabench train --recipe policies/RECIPE.toml`` for ``--steps`` optimizer steps under
@@ -46,10 +47,10 @@ def collect(suite: str, episodes: int, out: Path) -> float:
 
 
 def train_row(recipe: str, data: Path, run_dir: Path, steps: int, device: str, log_every: int,
-              threads: int = 0) -> dict:
+              threads: int = 0, extra: list[str] = ()) -> dict:
     cmd = _vlabench() + ["train", "--recipe", f"policies/{recipe}.toml", "--data", str(data), "--out", str(run_dir),
                          f"--train.steps={steps}", f"--train.log-every={log_every}", f"--train.save-every={steps}",
-                         f"--train.device={device}", "--train.eval-every=0"]
+                         f"--train.device={device}", "--train.eval-every=0", *extra]
     timer = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
     if timer:
         cmd = [timer, "-v"] + cmd
@@ -88,9 +89,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="OMP/MKL threads per training process (0 = unset)")
     ap.add_argument("--vs", default=None, help="a recipe of --recipes to give the others' samples/s ratio against")
+    ap.add_argument("--recipe-arg", action="append", default=[], metavar="RECIPE:ARG",
+                    help="an extra `vlabench train` argument for one recipe, e.g. localizer:--model.controller=RUN_MLP")
     ap.add_argument("--out", default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    extra: dict[str, list[str]] = {}
+    for item in args.recipe_arg:
+        recipe, sep, arg = item.partition(":")
+        if not sep or not arg:
+            ap.error(f"--recipe-arg wants RECIPE:ARG, got {item!r}")
+        extra.setdefault(recipe, []).append(arg)
     from vlabench.fileio import write_json_atomic, write_text_atomic
 
     rows = []
@@ -102,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"collected {args.episodes} demos from {args.suite} in {collect_s:.1f}s", flush=True)
         for recipe in args.recipes.split(","):
             rows.append(train_row(recipe, data, Path(tmp) / f"run-{recipe}", args.steps, args.device, args.log_every,
-                                  args.threads))
+                                  args.threads, extra.get(recipe, [])))
             print(rows[-1], flush=True)
     demos = args.data or f"{args.episodes} episodes of {args.suite}"
     ref = next((r["samples_per_s"] for r in rows if r["recipe"] == args.vs), None)
