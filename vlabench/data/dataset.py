@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vlabench.contracts import privileged_slice
 from vlabench.data.features import FrameEncoder, build_features, feature_file
 from vlabench.data.layout import CorruptShardError, EpisodeKey, read_lowdim_by_shard, read_obs_arrays
 from vlabench.data.manifest import (
@@ -55,7 +56,6 @@ from vlabench.data.manifest import (
     manifest_episodes,
 )
 from vlabench.data.stats import ensure_stats
-from vlabench.contracts import privileged_slice
 from vlabench.fileio import atomic_path
 
 IMAGE_KEYS = ("image", "wrist_image")

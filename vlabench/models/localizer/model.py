@@ -92,7 +92,7 @@ def load_controller(cfg: LocalizerConfig, stats: Mapping) -> tuple[StateMLP, dic
     if cfg.controller is not None:
         from vlabench.models.checkpoint import load_model  # the checkpoint loader imports the registry
 
-        controller, info = load_model(cfg.controller, "cpu", use_ema=True, expect="state-mlp")
+        controller, _ = load_model(cfg.controller, "cpu", use_ema=True, expect="state-mlp")
         config = dataclasses.asdict(controller.cfg)
     else:
         config = dict(cfg.controller_config)
