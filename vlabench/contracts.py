@@ -37,6 +37,18 @@ def privileged_slice(field: str) -> slice:
     raise KeyError(f"unknown privileged field {field!r}; known: {', '.join(n for n, _ in PRIVILEGED_GEOMETRY_FIELDS)}")
 
 
+def compose_privileged(robot: np.ndarray, target_pos: np.ndarray, target_quat: np.ndarray, goal_pos: np.ndarray,
+                       has_goal: np.ndarray, task_onehot: np.ndarray) -> np.ndarray:
+    """The privileged vector (float32, ``(..., P)``; layout ``PRIVILEGED_GEOMETRY_FIELDS`` + the task one-hot) from
+    its measured fields, each ``(..., n)``: the proprioceptive ``robot`` state (8), the target's position and
+    quaternion, the goal's position and ``has_goal`` (1). The two offsets are derived, and where ``has_goal``
+    is below 0.5 the goal field is the target's own position. The env's true state and a perception model's
+    estimate (vlabench.models.localizer) are both built here, so the two cannot drift apart."""
+    goal = np.where(np.asarray(has_goal) >= 0.5, goal_pos, target_pos)
+    return np.concatenate([robot, target_pos, target_quat, goal, has_goal, np.subtract(target_pos, robot[..., :3]),
+                           goal - target_pos, task_onehot], axis=-1).astype(np.float32)
+
+
 class UserError(ValueError):
     """An expected failure caused by the user's input (a bad flag, a missing file, an existing output):
     the CLI prints its message as one line and exits with 1, without a traceback."""

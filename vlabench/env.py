@@ -32,7 +32,7 @@ import pybullet as p
 from gymnasium import spaces
 from gymnasium.vector.utils import read_from_shared_memory
 
-from vlabench.contracts import PRIVILEGED_GEOMETRY_FIELDS
+from vlabench.contracts import PRIVILEGED_GEOMETRY_FIELDS, compose_privileged
 from vlabench.language import Split, get_split
 from vlabench.sim import camera
 from vlabench.sim import constants as C
@@ -284,13 +284,12 @@ class TabletopEnv(gym.Env):
         target = self.scene.by_role("target")
         t_pos, t_orn = p.getBasePositionAndOrientation(target.body, physicsClientId=self.world.client)
         goal = self.task.goal_position(self, self.scene)
-        has_goal = goal is not None
-        goal = np.asarray(goal if has_goal else t_pos, np.float32)
         task = np.zeros(len(PRIVILEGED_TASKS), np.float32)
         if self.task.name in PRIVILEGED_TASKS:
             task[PRIVILEGED_TASKS.index(self.task.name)] = 1.0
-        return np.concatenate([robot, t_pos, t_orn, goal, [float(has_goal)], np.subtract(t_pos, robot[:3]),
-                               goal - np.asarray(t_pos), task]).astype(np.float32)
+        has_goal = np.array([float(goal is not None)])
+        goal = np.asarray(t_pos if goal is None else goal, np.float32)
+        return compose_privileged(np.asarray(robot), np.asarray(t_pos), np.asarray(t_orn), goal, has_goal, task)
 
     def scene_info(self) -> dict:
         """Objects with names, colours, sizes, categories, positions, kinds and front-image pixels."""

@@ -57,7 +57,7 @@ def test_config_needs_a_controller_and_sane_values() -> None:
 def test_estimate_is_the_privileged_layout_with_derived_fields(controller_dir) -> None:
     model = LocalizerModel(LocalizerConfig(preset="tiny", controller=str(controller_dir), text_encoder="hash"), STATS)
     state = torch.rand(3, 8)
-    est = model.estimate(frames(3), ["a", "b", "c"], state)
+    est = torch.from_numpy(model.estimate(frames(3), ["a", "b", "c"], state))
     assert est.shape == (3, PRIVILEGED_DIM)
     torch.testing.assert_close(est[:, :8], state)
     target, goal = est[:, privileged_slice("target_pos")], est[:, privileged_slice("goal_pos")]
@@ -133,7 +133,7 @@ def test_checkpoint_rebuilds_without_the_controller_and_the_policy_acts(controll
            "instruction": ["pick a", "pick b"], "slot": np.array([0, 1]), "is_first": np.array([True, True])}
     a = policy.act(obs)
     assert a.shape == (2, 7) and a.dtype == np.float32 and np.abs(a).max() <= 1
-    est = model.estimate(frames(2), obs["instruction"], torch.zeros(2, 8)).numpy()
+    est = model.estimate(frames(2), obs["instruction"], torch.zeros(2, 8))
     expected = model.controller.predict_action_chunk(torch.from_numpy(np.stack([est, est], 1)))[:, 0].numpy()
     np.testing.assert_allclose(a, expected, atol=1e-5)  # the first step of a fresh episode: the first chunk's head
     with pytest.raises(KeyError, match="state"):

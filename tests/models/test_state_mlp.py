@@ -91,6 +91,13 @@ def test_env_privileged_state_layout_and_collection(tmp_path) -> None:
     assert field["has_goal"][0] == 1.0 and field["task_onehot"].sum() == 1.0
     np.testing.assert_allclose(field["target_minus_ee"], field["target_pos"] - field["ee_pos"], atol=1e-6)
     assert "privileged" not in make_env("pick", image_size=32, wrist_size=32).reset(seed=3)[0]
+    pick = make_env("pick", image_size=32, wrist_size=32, privileged_state=True)
+    priv = pick.reset(seed=3)[0]["privileged"]
+    pick.close()
+    field = {name: priv[offsets[i]:offsets[i + 1]] for name, i in at.items()}
+    assert field["has_goal"][0] == 0.0  # a goal-less family: the goal field is the target itself
+    np.testing.assert_array_equal(field["goal_pos"], field["target_pos"])
+    np.testing.assert_array_equal(field["goal_minus_target"], 0.0)
     env.close()
     # collection records it, the dataset serves it and its statistics
     from vlabench.data import ShardWriter

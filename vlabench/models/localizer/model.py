@@ -30,11 +30,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlabench.contracts import STATE_DIM, privileged_slice
+from vlabench.contracts import STATE_DIM, compose_privileged, privileged_slice
 from vlabench.models.blocks.film_efficientnet import FiLM
 from vlabench.models.blocks.spatial_softmax import SpatialSoftmax
 from vlabench.models.blocks.text_encoder import get_sentence_encoder
@@ -193,19 +194,17 @@ class LocalizerModel(nn.Module):
                 "target_quat": F.normalize(t[:, 1:], dim=1), "task": text[:, :-1], "has_goal": text[:, -1]}
 
     @torch.inference_mode()
-    def estimate(self, frames: torch.Tensor, instructions: list[str], state: torch.Tensor) -> torch.Tensor:
+    def estimate(self, frames: torch.Tensor, instructions: list[str], state: torch.Tensor) -> np.ndarray:
         """The privileged vector ``(B, P)`` the controller reads, with every scene field estimated: the robot's
-        from ``state`` ``(B, 8)``, target and goal from the localizer, the offsets derived, the task family one-hot."""
-        out = self(frames, instructions)
-        has_goal = (out["has_goal"] > 0).float()[:, None]
-        target = out["target_pos"]
-        goal = torch.where(has_goal > 0, out["goal_pos"], target)  # as the env fills it for goal-less families
-        task = F.one_hot(out["task"].argmax(1), self.n_tasks).float()
-        robot = state.to(self.device, torch.float32)
+        from ``state`` ``(B, 8)``, target and goal from the localizer, the task family one-hot; the offsets are
+        derived as the env derives them (``vlabench.contracts.compose_privileged``)."""
+        robot = np.asarray(state, np.float32)
         if robot.shape[1:] != (STATE_DIM,):
             raise ValueError(f"state must be (B, {STATE_DIM}), got {tuple(robot.shape)}")
-        return torch.cat([robot, target, out["target_quat"], goal, has_goal, target - robot[:, :3], goal - target,
-                          task], dim=1)
+        out = {k: v.float().cpu().numpy() for k, v in self(frames, instructions).items()}
+        task = np.eye(self.n_tasks, dtype=np.float32)[out["task"].argmax(1)]
+        return compose_privileged(robot, out["target_pos"], out["target_quat"], out["goal_pos"],
+                                  (out["has_goal"] > 0).astype(np.float32)[:, None], task)
 
     def compute_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Position L1 (cm) + ``heatmap_weight`` x heatmap cross-entropy + quaternion MSE + task and has-goal

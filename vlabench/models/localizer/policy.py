@@ -31,6 +31,5 @@ class LocalizerPolicy(CheckpointPolicy):
         frames = camera_frames(obs_batch, "image", "localizer")
         if "state" not in obs_batch:
             raise KeyError("the localizer policy needs obs_batch['state'] (proprioception)")
-        state = torch.as_tensor(np.asarray(obs_batch["state"], np.float32))
-        estimate = self.model.estimate(frames, list(obs_batch["instruction"]), state).cpu().numpy()
+        estimate = self.model.estimate(frames, list(obs_batch["instruction"]), np.asarray(obs_batch["state"], np.float32))
         return self.controller.act({**obs_batch, "privileged": estimate})
