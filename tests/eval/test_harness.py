@@ -189,7 +189,9 @@ def test_retry_errors_reruns_only_the_errored_episodes_and_keeps_their_records(t
 
 
 def test_resume_after_kill(tmp_path) -> None:
-    suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"], "push": ["seen"]}, per_cell=3, max_steps=8)
+    # 30 steps per episode (random never succeeds early): on an idle machine 8-step episodes could all finish
+    # between two polls, and the kill would come too late to land part-way
+    suite = write_suite(tmp_path / "s.toml", {"pick": ["seen"], "push": ["seen"]}, per_cell=3, max_steps=30)
     out = tmp_path / "out"
     code = (f"from vlabench.eval.harness import EvalConfig, run; "
             f"run(EvalConfig(suite={str(suite)!r}, policy='random', workers=1, out={str(out)!r}))")
@@ -202,7 +204,7 @@ def test_resume_after_kill(tmp_path) -> None:
         while time.monotonic() < deadline and proc.poll() is None:
             if log.is_file() and len(read_jsonl(log)) >= 2:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the run and its worker processes, mid-episode
