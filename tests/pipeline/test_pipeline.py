@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from vlabench.pipeline.command import PipelineConfig, run
 from vlabench.pipeline.profile import load_profile
@@ -38,6 +39,60 @@ def test_every_stage_ran_and_recorded_its_inputs_budget_and_time(smoke):
         assert rec["wall_s"] >= 0 and len(rec["invocations"]) == 1
     assert stages["train:rt1"]["outputs"]["steps"] == 4 and stages["train:rt1"]["budget"]["steps"] == 4
     assert "vqa" in stages["train:rt2_cotrain"]["inputs"] and "vqa" not in stages["train:rt2_robot_only"]["inputs"]
+    assert "uses" in stages["train:localizer"]["inputs"] and "uses" not in stages["train:state_mlp"]["inputs"]
+
+
+def test_a_model_that_uses_another_trains_after_it_on_its_run(smoke):
+    from vlabench.models.checkpoint import load_model
+
+    stages = _stages(smoke)
+    # the train stage runs two models at a time, yet the localizer starts only once state_mlp has finished
+    assert stages["train:localizer"]["invocations"][0]["started"] >= stages["train:state_mlp"]["invocations"][0]["finished"]
+    spec = json.loads((smoke / "train" / "localizer.spec.json").read_text())
+    assert spec["model"]["controller"] == str(smoke / "train" / "state_mlp")
+    localizer, _ = load_model(smoke / "train" / "localizer", "cpu")
+    controller, _ = load_model(smoke / "train" / "state_mlp", "cpu")
+    assert list(localizer.cfg.controller_config["hidden"]) == list(controller.cfg.hidden) == [16]
+    for name, w in controller.state_dict().items():
+        assert torch.equal(localizer.controller.state_dict()[name], w), name
+
+
+def test_uses_must_name_an_earlier_model(tmp_path):
+    text = Path(load_profile(PROFILE).path).read_text()
+    for bad, match in ((text.replace('uses = { controller = "state_mlp" }', 'uses = { controller = "rt3" }'),
+                        r"uses \{'controller': 'rt3'\}, which must name models listed before it"),
+                       (text.replace('uses = { controller = "state_mlp" }', 'uses = "state_mlp"'),
+                        "uses must be a table of model names"),
+                       (text.replace('model = { preset = "tiny", text_encoder = "hash" }',
+                                     'model = { preset = "tiny", text_encoder = "hash", controller = "x" }'),
+                        r"sets \['controller'\] both in model and in uses")):
+        prof = tmp_path / "bad.toml"
+        prof.write_text(bad)
+        with pytest.raises(ValueError, match=match):
+            load_profile(prof)
+
+
+def test_retraining_a_used_model_changes_the_users_inputs(smoke, tmp_path):
+    from vlabench.pipeline import stages
+
+    out = tmp_path / "copy"
+    shutil.copytree(smoke, out, symlinks=True)
+    ctx = stages.Context(load_profile(PROFILE), out)
+    localizer = ctx.profile.model("localizer")
+    before = stages._train_inputs(ctx, localizer, stages._train_spec(ctx, localizer))
+    (out / "train" / "state_mlp" / "best").mkdir()
+    src = out / "train" / "state_mlp" / "latest"
+    for f in src.iterdir():
+        shutil.copy(f, out / "train" / "state_mlp" / "best" / f.name)
+    cfg = json.loads((out / "train" / "state_mlp" / "best" / "config.json").read_text())
+    cfg["note"] = "another run"
+    (out / "train" / "state_mlp" / "best" / "config.json").write_text(json.dumps(cfg))
+    spec = stages._train_spec(ctx, localizer)
+    assert spec["model"]["controller"] == str(out / "train" / "state_mlp" / "best")
+    after = stages._train_inputs(ctx, localizer, spec)
+    assert after["uses"] != before["uses"] and after["data"] == before["data"]
+    with pytest.raises(StageChanged, match="train:localizer finished on other inputs \\(uses changed"):
+        run(PipelineConfig(profile=PROFILE, out=out, stages=["train"], models=["localizer"]))
 
 
 def test_every_policy_is_evaluated_on_one_manifest(smoke):
@@ -150,3 +205,14 @@ def test_eval_takes_the_checkpoint_the_rollouts_kept(smoke, tmp_path):
     shutil.copytree(run_dir / "latest", run_dir / "best")
     assert stages._policy_spec(ctx, "rt1") == str(run_dir / "best")
     assert stages._policy_spec(ctx, "random") == "random"
+
+
+@pytest.mark.parametrize("path", sorted(Path("policies/profiles").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_profile_loads_and_its_recipes_take_its_overrides(path):
+    from vlabench.train.config import load_recipe
+
+    profile = load_profile(path)
+    assert profile.models and profile.eval_suite
+    for m in profile.models:
+        model = {**m.model, **{f: "unused" for f in m.uses}}
+        load_recipe(m.recipe, model, m.train)  # raises on a key the recipe's model or train config lacks

@@ -4,7 +4,8 @@ Closed-loop success is the benchmark's measure, but a small model that has not l
 0 everywhere, which hides any difference between two such models. The teacher-forced losses on
 held-out demos (the quantities the training loop logs, e.g. RT-1/RT-2 ``action_loss`` = action-token
 negative log-likelihood and ``action_token_acc``) still separate them, cell by cell: does a model
-predict the expert's action on held-out symbols as well as on seen ones?
+predict the expert's action on held-out symbols as well as on seen ones? Every cell records ``loss``, the
+objective the model trains on, next to whatever terms it logs.
 
 The demos must come from seeds the checkpoint never trained on: episodes whose (task, split, seed)
 also appear in the checkpoint's training data (its ``dataset.json`` path, when that still exists) are
@@ -140,8 +141,8 @@ def run(cfg: OfflineEvalConfig) -> dict:
             loader = DataLoader(Subset(dataset, indices), batch_size=cfg.batch_size, shuffle=False)
             for batch in loader:
                 n = len(batch["instruction"])
-                _, metrics = model.compute_loss(to_device(batch, torch.device(device)))
-                for k, v in metrics.items():
+                loss, metrics = model.compute_loss(to_device(batch, torch.device(device)))
+                for k, v in {**metrics, "loss": loss}.items():  # "loss": the model's objective, whatever it logs
                     totals[k] += float(v) * n
                 bar.update(n)
             results[name] = {"n_samples": len(indices), "n_episodes": n_episodes[name],

@@ -29,6 +29,11 @@ model's recipe and budget, the inference options -- so that a table is one comma
     threads = 1                              # torch threads of its training process
     vqa = false                              # co-train on the profile's VQA data (RT-2)
 
+    [[models]]
+    name = "localizer"
+    recipe = "policies/localizer.toml"
+    uses = { controller = "state_mlp" }      # model.controller = the finished run of the earlier model "state_mlp"
+
 Errors name the file, the table and the key.
 """
 
@@ -100,6 +105,10 @@ class ModelRun:
     threads: int = 0
     """torch threads of the training process (0 = torch's default)."""
     vqa: bool = False
+    uses: dict[str, str] = field(default_factory=dict)
+    """``{model field: name of an earlier model of the profile}``: the field is set to that model's finished
+    training run (its rollout-chosen ``best/`` when it has one), so this model trains after it and retrains
+    when it changes (the localizer's frozen ``controller``)."""
 
 
 @dataclass
@@ -184,6 +193,17 @@ def load_profile(name_or_path: str | Path) -> Profile:
     names = [m.name for m in models]
     if len(set(names)) != len(names) or set(names) & set(kw.get("baselines", [])):
         raise ValueError(f"profile {path}: model names must be unique and differ from the baselines, got {names}")
+    for i, m in enumerate(models):
+        if not isinstance(m.uses, dict) or not all(isinstance(d, str) for d in m.uses.values()):
+            raise ValueError(f"profile {path}: model {m.name!r}: uses must be a table of model names, e.g. "
+                             f'uses = {{ controller = "state_mlp" }}, got {m.uses!r}')
+        bad = {f: d for f, d in m.uses.items() if d not in names[:i]}
+        if bad:
+            raise ValueError(f"profile {path}: model {m.name!r} uses {bad}, which must name models listed before it "
+                             f"({', '.join(names[:i]) or 'none'})")
+        both = sorted(set(m.uses) & set(m.model))
+        if both:
+            raise ValueError(f"profile {path}: model {m.name!r} sets {both} both in model and in uses")
     pairs = kw.get("comparisons", [])
     if not all(isinstance(c, list) and len(c) == 2 for c in pairs):
         raise ValueError(f"profile {path}: comparisons must be pairs of policy names, got {pairs}")

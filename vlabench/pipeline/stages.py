@@ -21,7 +21,7 @@ from pathlib import Path
 
 from vlabench.fileio import write_json_atomic
 from vlabench.pipeline.profile import ModelRun, Profile
-from vlabench.pipeline.state import Stage, file_hash, value_hash
+from vlabench.pipeline.state import Stage, file_hash, now, value_hash
 
 PROGRESS_EVERY_S = 300.0
 """How often the train stage prints each running model's step when they train in parallel."""
@@ -129,8 +129,15 @@ def _train_settings(ctx: Context, m: ModelRun) -> dict:
     return train
 
 
+def _finished_run(ctx: Context, name: str) -> Path:
+    """What later stages read of a model's training run: the checkpoint its rollouts chose (``best/``, with
+    ``train.eval_every``), else its last one."""
+    best = ctx.train_dir(name) / "best"
+    return best if best.is_dir() else ctx.train_dir(name)
+
+
 def _train_spec(ctx: Context, m: ModelRun) -> dict:
-    model = dict(m.model)
+    model = {**m.model, **{f: str(_finished_run(ctx, dep)) for f, dep in m.uses.items()}}
     if m.vqa:
         model["vqa_data"] = str(ctx.vqa_file)
     return {"recipe": m.recipe, "model": model, "train": _train_settings(ctx, m), "data": str(ctx.train_data),
@@ -164,6 +171,10 @@ def _train_inputs(ctx: Context, m: ModelRun, spec: dict) -> dict:
         inputs["implied"] = value_hash({k: v for k, v in spec["train"].items() if m.train.get(k) != v})
     if m.vqa:
         inputs["vqa"] = file_hash(ctx.vqa_file)
+    if m.uses:
+        from vlabench.models.checkpoint import checkpoint_hash
+
+        inputs["uses"] = value_hash({f: checkpoint_hash(_finished_run(ctx, dep)) for f, dep in m.uses.items()})
     return inputs
 
 
@@ -181,31 +192,32 @@ class _Job:
 
 def train(ctx: Context) -> None:
     """Train every selected model, ``profile.train_settings.parallel`` at a time, each in its own process
-    (vlabench.pipeline.trainjob). A run stopped by its ``max_minutes`` budget is "partial": rerunning the
-    stage continues it from its checkpoint."""
-    from vlabench.train.config import load_recipe
-
-    pending = []
-    for m in ctx.profile.models:
-        if m.name not in ctx.selected([m.name]):
-            continue
-        st = Stage(ctx.out, "train", m.name)
-        spec = _train_spec(ctx, m)
-        inputs = _train_inputs(ctx, m, spec)
-        if st.is_current(inputs, str(ctx.train_dir(m.name))):
-            ctx.log(f"train:{m.name}: done ({_steps_done(ctx.train_dir(m.name))} steps)")
-            continue
-        steps = load_recipe(m.recipe, spec["model"], spec["train"])[2].steps  # validates the overrides too
-        pending.append(_Job(m, st, inputs, steps))
-    parallel = max(1, ctx.profile.train_settings.parallel)
+    (vlabench.pipeline.trainjob). A model that ``uses`` others starts once they are done (it is skipped if one
+    fails or stops early). A run stopped by its ``max_minutes`` budget is "partial": rerunning the stage
+    continues it from its checkpoint."""
+    waiting = [m for m in ctx.profile.models if m.name in ctx.selected([m.name])]
+    pending: list[_Job] = []
     running: list[_Job] = []
+    parallel = max(1, ctx.profile.train_settings.parallel)
     last_note = time.monotonic()
     try:
-        while pending or running:
+        while waiting or pending or running:
+            unfinished = {m.name for m in waiting} | {j.model.name for j in pending + running}
+            for m in [m for m in waiting if not set(m.uses.values()) & unfinished]:
+                waiting.remove(m)
+                missing = [d for d in m.uses.values() if not Stage(ctx.out, "train", d).done]
+                if missing:
+                    ctx.log(f"train:{m.name}: skipped, it uses {', '.join(missing)}, whose training is not done")
+                    continue
+                job = _job(ctx, m)
+                if job is not None:
+                    pending.append(job)
             while pending and len(running) < parallel:
                 job = pending.pop(0)
                 _start(ctx, job, quiet=parallel > 1)
                 running.append(job)
+            if not running:
+                continue
             time.sleep(0.5)
             if parallel > 1 and time.monotonic() - last_note > PROGRESS_EVERY_S:
                 last_note = time.monotonic()
@@ -221,6 +233,20 @@ def train(ctx: Context) -> None:
         raise
 
 
+def _job(ctx: Context, m: ModelRun) -> _Job | None:
+    """The training job of ``m``, or None when its stage is done with the same inputs."""
+    from vlabench.train.config import load_recipe
+
+    st = Stage(ctx.out, "train", m.name)
+    spec = _train_spec(ctx, m)
+    inputs = _train_inputs(ctx, m, spec)
+    if st.is_current(inputs, str(ctx.train_dir(m.name))):
+        ctx.log(f"train:{m.name}: done ({_steps_done(ctx.train_dir(m.name))} steps)")
+        return None
+    steps = load_recipe(m.recipe, spec["model"], spec["train"])[2].steps  # validates the overrides too
+    return _Job(m, st, inputs, steps)
+
+
 def _start(ctx: Context, job: _Job, quiet: bool) -> None:
     m = job.model
     spec_file = ctx.out / "train" / f"{m.name}.spec.json"
@@ -228,7 +254,7 @@ def _start(ctx: Context, job: _Job, quiet: bool) -> None:
     job.log = ctx.out / "train" / f"{m.name}.log"
     ctx.log(f"train:{m.name}: {m.recipe}, budget {m.train or 'as the recipe'}" + (f" (log: {job.log})" if quiet else ""))
     out = open(job.log, "a") if quiet else None
-    job.t0, job.started = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    job.t0, job.started = time.monotonic(), now()
     job.proc = subprocess.Popen([sys.executable, "-m", "vlabench.pipeline.trainjob", str(spec_file)], stdout=out,
                                 stderr=subprocess.STDOUT if quiet else None)
     if out is not None:
@@ -248,14 +274,12 @@ def _finish(ctx: Context, job: _Job) -> None:
 
 
 def _policy_spec(ctx: Context, name: str) -> str | None:
-    """The eval --policy of a profile entry: a baseline's name, or a model's finished training run: the
-    checkpoint its rollouts chose (``best/``, with ``train.eval_every``), else its last one."""
+    """The eval --policy of a profile entry: a baseline's name, or a model's finished training run."""
     if name in ctx.profile.baselines:
         return name
     if not Stage(ctx.out, "train", name).done:
         return None
-    best = ctx.train_dir(name) / "best"
-    return str(best if best.is_dir() else ctx.train_dir(name))
+    return str(_finished_run(ctx, name))
 
 
 def evaluate(ctx: Context) -> None:

@@ -36,7 +36,8 @@ def value_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _now() -> str:
+def now() -> str:
+    """The current UTC time as the stage files record it (ISO 8601, seconds)."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -79,7 +80,7 @@ class Stage:
         rec = self.record
         rec.update(stage=self.stage, item=self.item, inputs=inputs, budget=budget, status=status)
         rec.setdefault("outputs", {}).update(outputs)
-        rec.setdefault("invocations", []).append({"started": started, "finished": _now(), "wall_s": round(wall_s, 1),
+        rec.setdefault("invocations", []).append({"started": started, "finished": now(), "wall_s": round(wall_s, 1),
                                                   "git_sha": prov.git_sha(), "status": status})
         rec["wall_s"] = round(sum(i["wall_s"] for i in rec["invocations"]), 1)
         write_json_atomic(self.path, rec)
@@ -89,7 +90,7 @@ class Stage:
         """Time one invocation; the block sets ``outputs`` and ``status`` ("done" or "partial") in the dict
         it gets. An exception records "failed" ("partial" for Ctrl-C) and is re-raised."""
         run = {"status": "partial", "outputs": {}}
-        t0, started = time.monotonic(), _now()
+        t0, started = time.monotonic(), now()
         try:
             yield run
         except BaseException as e:
