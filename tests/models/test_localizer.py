@@ -140,3 +140,20 @@ def test_checkpoint_rebuilds_without_the_controller_and_the_policy_acts(controll
         policy.act({k: v for k, v in obs.items() if k != "state"})
     with pytest.raises(KeyError, match="image"):
         policy.act({k: v for k, v in obs.items() if k != "image"})
+
+
+def test_the_controllers_chunk_options_pass_through(controller_dir, tmp_path) -> None:
+    """ensemble=false n_action_steps=K: the estimate drives one chunk, run open loop for K steps."""
+    from vlabench.agents.spec import PolicySpec
+    from vlabench.train.checkpoint import save_checkpoint
+
+    model = LocalizerModel(LocalizerConfig(preset="tiny", controller=str(controller_dir), text_encoder="hash"), STATS)
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, "localizer", model.cfg, {}, STATS, {"manifest_hash": "t"})
+    policy = PolicySpec.parse(str(ckpt), ["ensemble=false", f"n_action_steps={model.controller.cfg.horizon}"]).build("cpu")
+    assert not policy.controller.ensemble and policy.controller.n_action_steps == model.controller.cfg.horizon
+    obs = {"image": frames(1).permute(0, 2, 3, 1).numpy(), "state": np.zeros((1, 8), np.float32),
+           "instruction": ["pick a"], "slot": np.array([0]), "is_first": np.array([True])}
+    est = model.estimate(frames(1), obs["instruction"], torch.zeros(1, 8))
+    chunk = model.controller.predict_action_chunk(torch.from_numpy(np.stack([est, est], 1)))[0].numpy()
+    got = [policy.act({**obs, "is_first": np.array([t == 0])})[0] for t in range(model.controller.cfg.horizon)]
+    np.testing.assert_allclose(np.stack(got), chunk, atol=1e-5)

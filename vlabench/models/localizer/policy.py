@@ -15,12 +15,15 @@ from vlabench.models.state_mlp.policy import StateMLPPolicy
 
 class LocalizerPolicy(CheckpointPolicy):
     """Builds the estimated privileged vector from ``image``, ``state`` and ``instruction`` and hands it to the
-    state-MLP's own closed-loop policy (its per-slot history and temporal ensembling, ``ensemble_decay``)."""
+    state-MLP's own closed-loop policy: its per-slot history, and ``ensemble`` / ``ensemble_decay`` /
+    ``n_action_steps`` as :class:`StateMLPPolicy` takes them."""
 
-    def __init__(self, model: LocalizerModel, device: str | torch.device = "cpu", ensemble_decay: float = 0.01) -> None:
+    def __init__(self, model: LocalizerModel, device: str | torch.device = "cpu", ensemble: bool = True,
+                 ensemble_decay: float = 0.01, n_action_steps: int = 1) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.controller = StateMLPPolicy(model.controller, device, ensemble_decay=ensemble_decay)
+        self.controller = StateMLPPolicy(model.controller, device, ensemble=ensemble, ensemble_decay=ensemble_decay,
+                                         n_action_steps=n_action_steps)
 
     def reset(self, n_envs: int) -> None:
         self.controller.reset(n_envs)
